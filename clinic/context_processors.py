@@ -1,0 +1,46 @@
+"""Navigation shown to each role: only what the user may do (SPEC §U)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.http import HttpRequest
+from django.urls import reverse
+
+from clinic.models import Site
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    url: str
+    icon: str
+    url_prefix: str
+
+
+def _nav_items(user) -> list[NavItem]:
+    items = []
+    if user.has_perm("patients.view_patient"):
+        url = reverse("patients:list")
+        items.append(NavItem("Patients", url, "people", url))
+    if user.has_perm("patients.view_consenttemplate"):
+        url = reverse("patients:template_list")
+        items.append(NavItem("Consent templates", url, "file-earmark-text", url))
+    if user.is_staff:
+        url = reverse("admin:index")
+        items.append(NavItem("Administration", url, "gear", url))
+    return items
+
+
+def navigation(request: HttpRequest) -> dict:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    site_ids = user.site_ids
+    return {
+        "nav_items": _nav_items(user),
+        "current_site": getattr(request, "site", None),
+        # Only users of several sites get a switcher; one query, bounded by their memberships.
+        "switchable_sites": list(Site.objects.filter(pk__in=site_ids)) if len(site_ids) > 1 else [],
+        "user_roles": sorted(user.role_names),
+    }

@@ -1,0 +1,242 @@
+"""Writes for patients and consent (SPEC §P). Views, admin and commands call these."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from clinic.models import Role, Site, User
+from clinic.services import attribute, sha256_text
+from patients.models import ConsentKind, ConsentRecord, ConsentTemplate, Patient
+from patients.scans import sniff_scan_content_type
+
+PATIENT_FIELDS = (
+    "mrn",
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "sex",
+    "phone",
+    "email",
+    "address",
+    "emergency_contact_name",
+    "emergency_contact_phone",
+    "usual_escort",
+    "gp_name",
+    "gp_contact",
+    "weight_kg",
+    "weight_measured_on",
+)
+
+PATIENT_VOIDED = "This registration was voided and can no longer be changed."
+TEMPLATE_PUBLISHED = "A published consent template never changes; create a new version instead."
+TEMPLATE_NOT_PUBLISHED = "Consent can only be recorded against a published template version."
+CONSENT_ALREADY_WITHDRAWN = "This consent was already withdrawn."
+REMS_NEEDS_PRESCRIBER = "Esketamine REMS enrollment is signed by the patient and the prescriber."
+PRESCRIBER_NOT_PSYCHIATRIST = "The co-signing prescriber must be a psychiatrist of the site."
+SIGNED_IN_FUTURE = "The signing time cannot be in the future."
+VALID_UNTIL_BEFORE_SIGNING = "The consent cannot expire before it was signed."
+
+
+@transaction.atomic
+def patient_register(*, site: Site, acting_user: User, **fields: Any) -> Patient:
+    patient = Patient(home_site=site, created_by=acting_user, **_patient_fields(fields))
+    patient.full_clean()
+    attribute(patient, acting_user=acting_user, reason="Registered")
+    patient.save()
+    return patient
+
+
+@transaction.atomic
+def patient_update(*, patient: Patient, acting_user: User, **fields: Any) -> Patient:
+    patient = Patient.objects.select_for_update().get(pk=patient.pk)
+    if patient.is_voided:
+        raise ValidationError(PATIENT_VOIDED)
+    changed = [name for name, value in _patient_fields(fields).items()
+               if getattr(patient, name) != value]
+    if not changed:
+        return patient
+    for name in changed:
+        setattr(patient, name, fields[name])
+    patient.full_clean()
+    attribute(patient, acting_user=acting_user, reason="Edited: " + ", ".join(changed))
+    patient.save(update_fields=changed)
+    return patient
+
+
+@transaction.atomic
+def patient_void(*, patient: Patient, acting_user: User, reason: str) -> Patient:
+    """Hide a registration made in error. The row and its history stay."""
+    patient = Patient.objects.select_for_update().get(pk=patient.pk)
+    if patient.is_voided:
+        raise ValidationError(PATIENT_VOIDED)
+    reason = reason.strip()
+    if not reason:
+        raise ValidationError({"reason": "Give the reason for voiding this registration."})
+    patient.voided_at = timezone.now()
+    patient.voided_by = acting_user
+    patient.void_reason = reason
+    attribute(patient, acting_user=acting_user, reason=f"Voided: {reason}")
+    patient.save(update_fields=["voided_at", "voided_by", "void_reason"])
+    return patient
+
+
+def _patient_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - set(PATIENT_FIELDS)
+    if unknown:
+        raise TypeError(f"Unknown patient fields: {sorted(unknown)}")
+    return fields
+
+
+# --- Consent templates ------------------------------------------------------------------------
+
+
+@transaction.atomic
+def consent_template_create(
+    *,
+    acting_user: User,
+    kind: str,
+    title: str,
+    text: str,
+    validity_days: int = 365,
+    requires_reconsent: bool = False,
+) -> ConsentTemplate:
+    """A new draft version of `kind`, numbered after the newest existing version."""
+    # Lock the kind's versions so two administrators cannot both create "version 3".
+    latest = (
+        ConsentTemplate.objects.select_for_update()
+        .filter(kind=kind)
+        .order_by("-version")
+        .first()
+    )
+    template = ConsentTemplate(
+        kind=kind,
+        version=(latest.version + 1) if latest else 1,
+        title=title,
+        text=text,
+        validity_days=validity_days,
+        requires_reconsent=requires_reconsent,
+        created_by=acting_user,
+    )
+    template.full_clean()
+    attribute(template, acting_user=acting_user, reason="Draft created")
+    template.save()
+    return template
+
+
+@transaction.atomic
+def consent_template_update(
+    *, template: ConsentTemplate, acting_user: User, **fields: Any
+) -> ConsentTemplate:
+    template = ConsentTemplate.objects.select_for_update().get(pk=template.pk)
+    if template.is_published:
+        raise ValidationError(TEMPLATE_PUBLISHED)
+    allowed = {"title", "text", "validity_days", "requires_reconsent"}
+    changed = [k for k, v in fields.items() if k in allowed and getattr(template, k) != v]
+    for name in changed:
+        setattr(template, name, fields[name])
+    if changed:
+        template.full_clean()
+        attribute(template, acting_user=acting_user, reason="Draft edited: " + ", ".join(changed))
+        template.save(update_fields=changed)
+    return template
+
+
+@transaction.atomic
+def consent_template_publish(*, template: ConsentTemplate, acting_user: User) -> ConsentTemplate:
+    template = ConsentTemplate.objects.select_for_update().get(pk=template.pk)
+    if template.is_published:
+        raise ValidationError(TEMPLATE_PUBLISHED)
+    template.published_at = timezone.now()
+    template.published_by = acting_user
+    template.text_sha256 = sha256_text(template.text)
+    attribute(template, acting_user=acting_user, reason="Published")
+    template.save(update_fields=["published_at", "published_by", "text_sha256"])
+    return template
+
+
+# --- Consent records --------------------------------------------------------------------------
+
+
+@transaction.atomic
+def consent_record(
+    *,
+    patient: Patient,
+    template: ConsentTemplate,
+    acting_user: User,
+    signature_method: str,
+    signed_at: datetime | None = None,
+    valid_until=None,
+    prescriber: User | None = None,
+    scan: UploadedFile | None = None,
+    witness: User | None = None,
+) -> ConsentRecord:
+    """Record a patient's consent, witnessed by the acting (logged-in) staff member.
+
+    `witness` is only for commands that import paper consents on a named staff member's behalf.
+    """
+    patient = Patient.objects.select_for_update().get(pk=patient.pk)
+    if patient.is_voided:
+        raise ValidationError(PATIENT_VOIDED)
+    if not template.is_published:
+        raise ValidationError({"template": TEMPLATE_NOT_PUBLISHED})
+    now = timezone.now()
+    signed_at = signed_at or now
+    if signed_at > now + timedelta(minutes=1):
+        raise ValidationError({"signed_at": SIGNED_IN_FUTURE})
+    if template.kind == ConsentKind.ESKETAMINE_REMS and prescriber is None:
+        raise ValidationError({"prescriber": REMS_NEEDS_PRESCRIBER})
+    if prescriber is not None and not (
+        prescriber.is_active
+        and prescriber.has_role(Role.PSYCHIATRIST)
+        and patient.home_site_id in prescriber.site_ids
+    ):
+        raise ValidationError({"prescriber": PRESCRIBER_NOT_PSYCHIATRIST})
+    signed_day = signed_at.astimezone(patient.home_site.tzinfo).date()
+    if valid_until is None:
+        valid_until = signed_day + timedelta(days=template.validity_days - 1)
+    if valid_until < signed_day:
+        raise ValidationError({"valid_until": VALID_UNTIL_BEFORE_SIGNING})
+    consent = ConsentRecord(
+        patient=patient,
+        template=template,
+        # The template's text at this moment, not its stored hash: the two must agree.
+        template_sha256=sha256_text(template.text),
+        signature_method=signature_method,
+        signed_at=signed_at,
+        witness=witness or acting_user,
+        prescriber=prescriber,
+        valid_until=valid_until,
+    )
+    if scan is not None:
+        consent.scan_content_type = sniff_scan_content_type(scan)
+        consent.scan = scan
+    consent.full_clean(exclude=["scan"])
+    attribute(consent, acting_user=acting_user, reason="Consent recorded")
+    consent.save()
+    return consent
+
+
+@transaction.atomic
+def consent_withdraw(
+    *, consent: ConsentRecord, acting_user: User, reason: str
+) -> ConsentRecord:
+    """Withdrawal takes effect at once: no new session may start after it (SPEC §P4)."""
+    consent = ConsentRecord.objects.select_for_update().get(pk=consent.pk)
+    if consent.withdrawn_at is not None:
+        raise ValidationError(CONSENT_ALREADY_WITHDRAWN)
+    reason = reason.strip()
+    if not reason:
+        raise ValidationError({"reason": "Give the reason the patient withdrew consent."})
+    consent.withdrawn_at = timezone.now()
+    consent.withdrawn_by = acting_user
+    consent.withdrawal_reason = reason
+    attribute(consent, acting_user=acting_user, reason=f"Withdrawn: {reason}")
+    consent.save(update_fields=["withdrawn_at", "withdrawn_by", "withdrawal_reason"])
+    return consent
+

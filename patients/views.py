@@ -1,0 +1,244 @@
+"""Patient register, chart and consent views: authorize, bind, call one service, respond."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from patients import services
+from patients.forms import ConsentRecordForm, ConsentTemplateForm, PatientForm, ReasonForm
+from patients.models import ConsentTemplate
+from patients.permissions import (
+    get_consent_for_user,
+    get_patient_for_user,
+    get_template_for_user,
+    get_writable_consent_for_user,
+    get_writable_patient_for_user,
+)
+from clinic.pagination import keyset_page
+from patients.selectors import (
+    consent_list_for_patient,
+    patient_consent_summary,
+    patient_list_for_user,
+)
+
+PAGE_SIZE = 25
+
+
+def _apply_errors(form, error: ValidationError) -> None:
+    """Put a service's ValidationError on the form: per field where it names one."""
+    if hasattr(error, "error_dict"):
+        for field, errors in error.error_dict.items():
+            form.add_error(field if field in form.fields else None, errors)
+    else:
+        form.add_error(None, error)
+
+
+@require_GET
+@permission_required("patients.view_patient", raise_exception=True)
+def patient_list(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "")[:100]
+    scope = request.GET.get("site", "current")
+    site_id = request.site.pk if scope == "current" and request.site else None
+    patients = patient_list_for_user(user=request.user, query=query, site_id=site_id)
+    page = keyset_page(
+        patients,
+        fields=("family_name", "given_name", "id"),
+        cursor=request.GET.get("after"),
+        size=PAGE_SIZE,
+    )
+    context = {"page": page, "query": query, "scope": scope}
+    template = "patients/partials/patient_rows.html" if request.headers.get("HX-Request") == "true" else "patients/list.html"
+    return render(request, template, context)
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("patients.add_patient", raise_exception=True)
+def patient_register(request: HttpRequest) -> HttpResponse:
+    if request.site is None:
+        raise Http404("You belong to no site.")
+    form = PatientForm(request.POST or None, site=request.site)
+    if request.method == "POST" and form.is_valid():
+        try:
+            patient = services.patient_register(
+                site=request.site, acting_user=request.user, **form.cleaned_data
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Patient registered.")
+            return redirect("patients:chart", patient_id=patient.pk)
+    return render(request, "patients/patient_form.html", {"form": form, "patient": None})
+
+
+@require_GET
+def patient_chart(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = get_patient_for_user(user=request.user, patient_id=patient_id)
+    context = {
+        "patient": patient,
+        "consent_summary": patient_consent_summary(patient=patient),
+        "consents": consent_list_for_patient(patient=patient)[:50],
+    }
+    return render(request, "patients/chart.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = get_writable_patient_for_user(user=request.user, patient_id=patient_id)
+    if patient.is_voided:
+        raise Http404("Voided registrations cannot be edited.")
+    form = PatientForm(request.POST or None, instance=patient, site=patient.home_site)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.patient_update(
+                patient=patient, acting_user=request.user, **form.cleaned_data
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Patient details saved.")
+            return redirect("patients:chart", patient_id=patient.pk)
+    return render(request, "patients/patient_form.html", {"form": form, "patient": patient})
+
+
+@require_http_methods(["GET", "POST"])
+def patient_void(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = get_writable_patient_for_user(
+        user=request.user, patient_id=patient_id, permission="patients.void_patient"
+    )
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.patient_void(
+                patient=patient, acting_user=request.user, reason=form.cleaned_data["reason"]
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Registration voided. It is hidden from lists and kept.")
+            return redirect("patients:list")
+    return render(request, "patients/void.html", {"form": form, "patient": patient})
+
+
+@require_http_methods(["GET", "POST"])
+def consent_new(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = get_writable_patient_for_user(
+        user=request.user, patient_id=patient_id, permission="patients.add_consentrecord"
+    )
+    if patient.is_voided:
+        raise Http404("Voided registrations take no new records.")
+    form = ConsentRecordForm(request.POST or None, request.FILES or None, patient=patient)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.consent_record(patient=patient, acting_user=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Consent recorded, witnessed by you.")
+            return redirect("patients:chart", patient_id=patient.pk)
+    return render(request, "patients/consent_form.html", {"form": form, "patient": patient})
+
+
+@require_http_methods(["GET", "POST"])
+def consent_withdraw(request: HttpRequest, consent_id: int) -> HttpResponse:
+    consent = get_writable_consent_for_user(
+        user=request.user, consent_id=consent_id, permission="patients.withdraw_consentrecord"
+    )
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.consent_withdraw(
+                consent=consent, acting_user=request.user, reason=form.cleaned_data["reason"]
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Withdrawal recorded. It takes effect at once.")
+            return redirect("patients:chart", patient_id=consent.patient_id)
+    return render(
+        request, "patients/consent_withdraw.html", {"form": form, "consent": consent}
+    )
+
+
+@require_GET
+def consent_scan(request: HttpRequest, consent_id: int) -> FileResponse:
+    consent = get_consent_for_user(user=request.user, consent_id=consent_id)
+    if not consent.scan:
+        raise Http404("No scan attached.")
+    response = FileResponse(
+        consent.scan.open("rb"), content_type=consent.scan_content_type, as_attachment=False
+    )
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+# --- Consent templates (administrators) --------------------------------------------------------
+
+
+@require_GET
+@permission_required("patients.view_consenttemplate", raise_exception=True)
+def template_list(request: HttpRequest) -> HttpResponse:
+    templates = ConsentTemplate.objects.select_related("published_by").order_by(
+        "kind", "-version"
+    )
+    return render(request, "patients/template_list.html", {"templates": templates})
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("patients.add_consenttemplate", raise_exception=True)
+def template_new(request: HttpRequest) -> HttpResponse:
+    form = ConsentTemplateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        template = services.consent_template_create(acting_user=request.user, **form.cleaned_data)
+        messages.success(request, f"Draft {template} created. Publish it when it is final.")
+        return redirect("patients:template_detail", template_id=template.pk)
+    return render(request, "patients/template_form.html", {"form": form, "template": None})
+
+
+@require_GET
+def template_detail(request: HttpRequest, template_id: int) -> HttpResponse:
+    template = get_template_for_user(
+        user=request.user, template_id=template_id, permission="patients.view_consenttemplate"
+    )
+    return render(request, "patients/template_detail.html", {"template": template})
+
+
+@require_http_methods(["GET", "POST"])
+def template_edit(request: HttpRequest, template_id: int) -> HttpResponse:
+    template = get_template_for_user(
+        user=request.user, template_id=template_id, permission="patients.change_consenttemplate"
+    )
+    if template.is_published:
+        messages.error(request, services.TEMPLATE_PUBLISHED)
+        return redirect("patients:template_detail", template_id=template.pk)
+    form = ConsentTemplateForm(request.POST or None, instance=template)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.consent_template_update(
+                template=template, acting_user=request.user, **form.cleaned_data
+            )
+        except ValidationError as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, "Draft saved.")
+            return redirect("patients:template_detail", template_id=template.pk)
+    return render(request, "patients/template_form.html", {"form": form, "template": template})
+
+
+@require_POST
+def template_publish(request: HttpRequest, template_id: int) -> HttpResponse:
+    template = get_template_for_user(
+        user=request.user, template_id=template_id, permission="patients.publish_consenttemplate"
+    )
+    try:
+        services.consent_template_publish(template=template, acting_user=request.user)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"{template} published.")
+    return redirect("patients:template_detail", template_id=template.pk)

@@ -49,6 +49,7 @@ run: migrate ## serve http://127.0.0.1:8000 with the Celery worker and beat (Ctr
 	$(VENV)/bin/honcho start -f Procfile
 
 test: setup ## run the whole suite (uses DATABASE_URL when set)
+	mkdir -p var
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run

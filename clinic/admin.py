@@ -7,6 +7,7 @@ from django.contrib.auth.admin import UserAdmin
 from simple_history.admin import SimpleHistoryAdmin
 
 from clinic.models import Heartbeat, Site, User
+from clinic.services import attribute
 
 
 class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
@@ -31,14 +32,33 @@ class ClinicalReadOnlyAdmin(ReadOnlyHistoryAdmin):
         return False
 
 
+admin.site.site_header = "Vigil administration"
+admin.site.site_title = "Vigil administration"
+admin.site.index_title = "Sites, staff and records"
+
+
 @admin.register(Site)
 class SiteAdmin(ReadOnlyHistoryAdmin):
+    """Administrators manage their own sites (SPEC §U: they see only their sites too)."""
+
     list_display = ("name", "time_zone", "is_active")
     search_fields = ("name",)
+
+    def get_queryset(self, request):
+        sites = super().get_queryset(request)
+        return sites if request.user.is_superuser else sites.filter(staff=request.user)
+
+    def save_model(self, request, obj, form, change):
+        attribute(obj, acting_user=request.user, reason="Changed in admin" if change else "Added")
+        super().save_model(request, obj, form, change)
+        if not change:
+            request.user.sites.add(obj)  # so the new site is visible to its creator
 
 
 @admin.register(User)
 class StaffAdmin(UserAdmin, ReadOnlyHistoryAdmin):
+    """Staff of the administrator's sites. Only superusers grant superuser or raw permissions."""
+
     list_display = ("username", "first_name", "last_name", "is_active", "is_staff")
     list_filter = ("is_active", "groups", "sites")
     filter_horizontal = ("groups", "user_permissions", "sites")
@@ -46,7 +66,36 @@ class StaffAdmin(UserAdmin, ReadOnlyHistoryAdmin):
         *UserAdmin.fieldsets,
         ("Vigil", {"fields": ("sites", "is_service_account")}),
     )
-    readonly_fields = ("is_service_account", "last_login", "date_joined")
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = ["is_service_account", "last_login", "date_joined"]
+        if not request.user.is_superuser:
+            fields += ["is_superuser", "user_permissions"]
+        return fields
+
+    def get_queryset(self, request):
+        users = super().get_queryset(request)
+        if request.user.is_superuser:
+            return users
+        return users.filter(sites__in=request.user.site_ids).distinct()
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "sites" and not request.user.is_superuser:
+            kwargs["queryset"] = Site.objects.filter(pk__in=request.user.site_ids)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        attribute(obj, acting_user=request.user, reason="Changed in admin" if change else "Added")
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        # The form offers only the administrator's sites; keep memberships of the others.
+        kept = []
+        if change and not request.user.is_superuser:
+            kept = list(form.instance.sites.exclude(pk__in=request.user.site_ids))
+        super().save_related(request, form, formsets, change)
+        if kept:
+            form.instance.sites.add(*kept)
 
 
 @admin.register(Heartbeat)

@@ -25,7 +25,7 @@ def env_list(name: str, default: str = "") -> list[str]:
 DEBUG = env_bool("DJANGO_DEBUG", True)
 
 # The development key is public; a production start with it is refused below.
-DEFAULT_SECRET_KEY = "dev-only-vigil-secret-key-never-use-in-production-0123456789abcdef"
+DEFAULT_SECRET_KEY = "dev-only-vigil-secret-key-never-use-in-production-0123456789abcdef"  # noqa: S105
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEFAULT_SECRET_KEY)
 if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
     raise ImproperlyConfigured(
@@ -225,5 +225,5 @@ LOGGING = {
 }
 
 # The demo password: shown in the README, refused by seed_demo when DJANGO_DEBUG=0.
-DEMO_PASSWORD = "vigil-demo-2026"
+DEMO_PASSWORD = "vigil-demo-2026"  # noqa: S105
 SERVICE_ACCOUNT_USERNAME = "vigil-service"

@@ -24,11 +24,7 @@ class ConsentRecordAdmin(ClinicalReadOnlyAdmin):
     list_select_related = ("patient", "template")
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .filter(patient__home_site_id__in=request.user.site_ids)
-        )
+        return super().get_queryset(request).filter(patient__home_site_id__in=request.user.site_ids)
 
 
 @admin.register(ConsentTemplate)

@@ -74,25 +74,36 @@ class PatientForm(forms.ModelForm):
         self.helper.layout = Layout(
             Fieldset(
                 "Identity",
-                Row(Column("mrn", css_class="col-md-4"), Column("sex", css_class="col-md-4"),
-                    Column("date_of_birth", css_class="col-md-4")),
-                Row(Column("given_name", css_class="col-md-6"),
-                    Column("family_name", css_class="col-md-6")),
+                Row(
+                    Column("mrn", css_class="col-md-4"),
+                    Column("sex", css_class="col-md-4"),
+                    Column("date_of_birth", css_class="col-md-4"),
+                ),
+                Row(
+                    Column("given_name", css_class="col-md-6"),
+                    Column("family_name", css_class="col-md-6"),
+                ),
             ),
             Fieldset(
                 "Contact",
                 Row(Column("phone", css_class="col-md-6"), Column("email", css_class="col-md-6")),
                 "address",
-                Row(Column("emergency_contact_name", css_class="col-md-6"),
-                    Column("emergency_contact_phone", css_class="col-md-6")),
+                Row(
+                    Column("emergency_contact_name", css_class="col-md-6"),
+                    Column("emergency_contact_phone", css_class="col-md-6"),
+                ),
                 "usual_escort",
-                Row(Column("gp_name", css_class="col-md-6"),
-                    Column("gp_contact", css_class="col-md-6")),
+                Row(
+                    Column("gp_name", css_class="col-md-6"),
+                    Column("gp_contact", css_class="col-md-6"),
+                ),
             ),
             Fieldset(
                 "Weight",
-                Row(Column("weight_kg", css_class="col-md-6"),
-                    Column("weight_measured_on", css_class="col-md-6")),
+                Row(
+                    Column("weight_kg", css_class="col-md-6"),
+                    Column("weight_measured_on", css_class="col-md-6"),
+                ),
             ),
             Submit("save", "Save patient"),
         )
@@ -160,7 +171,10 @@ class ConsentRecordForm(forms.Form):
     template = forms.ModelChoiceField(
         label="Consent document (version)", queryset=ConsentTemplate.objects.none()
     )
-    signature_method = forms.ChoiceField(choices=ConsentRecord.SignatureMethod.choices)
+    # No default: the witness states how the patient signed.
+    signature_method = forms.ChoiceField(
+        choices=[("", "— choose —"), *ConsentRecord.SignatureMethod.choices]
+    )
     signed_at = forms.DateTimeField(
         label="Signed at", widget=DateTimeInput(), help_text="In the site's local time."
     )
@@ -196,10 +210,14 @@ class ConsentRecordForm(forms.Form):
         self.helper.form_tag = False
         self.helper.layout = Layout(
             "template",
-            Row(Column("signature_method", css_class="col-md-6"),
-                Column("signed_at", css_class="col-md-6")),
-            Row(Column("valid_until", css_class="col-md-6"),
-                Column("prescriber", css_class="col-md-6")),
+            Row(
+                Column("signature_method", css_class="col-md-6"),
+                Column("signed_at", css_class="col-md-6"),
+            ),
+            Row(
+                Column("valid_until", css_class="col-md-6"),
+                Column("prescriber", css_class="col-md-6"),
+            ),
             "scan",
         )
 

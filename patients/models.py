@@ -37,7 +37,9 @@ class Patient(models.Model):
     emergency_contact_name = models.CharField(max_length=120, blank=True)
     emergency_contact_phone = models.CharField(max_length=40, blank=True)
     usual_escort = models.CharField(
-        "usual escort / transport", max_length=200, blank=True,
+        "usual escort / transport",
+        max_length=200,
+        blank=True,
         help_text="Who usually takes the patient home, and how.",
     )
     gp_name = models.CharField("GP name", max_length=120, blank=True)

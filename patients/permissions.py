@@ -39,9 +39,7 @@ def get_consent_for_user(*, user: User, consent_id: int) -> ConsentRecord:
     )
 
 
-def get_writable_consent_for_user(
-    *, user: User, consent_id: int, permission: str
-) -> ConsentRecord:
+def get_writable_consent_for_user(*, user: User, consent_id: int, permission: str) -> ConsentRecord:
     consent = get_consent_for_user(user=user, consent_id=consent_id)
     if not user.has_perm(permission):
         raise PermissionDenied

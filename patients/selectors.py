@@ -88,9 +88,7 @@ class KindStatus:
         return self.status == ConsentStatus.VALID
 
 
-def patient_consent_summary(
-    *, patient: Patient, at: datetime | None = None
-) -> list[KindStatus]:
+def patient_consent_summary(*, patient: Patient, at: datetime | None = None) -> list[KindStatus]:
     """Status per consent kind, judged on the patient's most recent consent of that kind."""
     at = at or timezone.now()
     superseding = superseding_versions(at=at)

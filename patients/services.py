@@ -57,8 +57,9 @@ def patient_update(*, patient: Patient, acting_user: User, **fields: Any) -> Pat
     patient = Patient.objects.select_for_update().get(pk=patient.pk)
     if patient.is_voided:
         raise ValidationError(PATIENT_VOIDED)
-    changed = [name for name, value in _patient_fields(fields).items()
-               if getattr(patient, name) != value]
+    changed = [
+        name for name, value in _patient_fields(fields).items() if getattr(patient, name) != value
+    ]
     if not changed:
         return patient
     for name in changed:
@@ -109,10 +110,7 @@ def consent_template_create(
     """A new draft version of `kind`, numbered after the newest existing version."""
     # Lock the kind's versions so two administrators cannot both create "version 3".
     latest = (
-        ConsentTemplate.objects.select_for_update()
-        .filter(kind=kind)
-        .order_by("-version")
-        .first()
+        ConsentTemplate.objects.select_for_update().filter(kind=kind).order_by("-version").first()
     )
     template = ConsentTemplate(
         kind=kind,
@@ -223,9 +221,7 @@ def consent_record(
 
 
 @transaction.atomic
-def consent_withdraw(
-    *, consent: ConsentRecord, acting_user: User, reason: str
-) -> ConsentRecord:
+def consent_withdraw(*, consent: ConsentRecord, acting_user: User, reason: str) -> ConsentRecord:
     """Withdrawal takes effect at once: no new session may start after it (SPEC §P4)."""
     consent = ConsentRecord.objects.select_for_update().get(pk=consent.pk)
     if consent.withdrawn_at is not None:
@@ -239,4 +235,3 @@ def consent_withdraw(
     attribute(consent, acting_user=acting_user, reason=f"Withdrawn: {reason}")
     consent.save(update_fields=["withdrawn_at", "withdrawn_by", "withdrawal_reason"])
     return consent
-

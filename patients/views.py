@@ -9,6 +9,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from clinic.pagination import keyset_page
 from patients import services
 from patients.forms import ConsentRecordForm, ConsentTemplateForm, PatientForm, ReasonForm
 from patients.models import ConsentTemplate
@@ -19,7 +20,6 @@ from patients.permissions import (
     get_writable_consent_for_user,
     get_writable_patient_for_user,
 )
-from clinic.pagination import keyset_page
 from patients.selectors import (
     consent_list_for_patient,
     patient_consent_summary,
@@ -52,7 +52,9 @@ def patient_list(request: HttpRequest) -> HttpResponse:
         size=PAGE_SIZE,
     )
     context = {"page": page, "query": query, "scope": scope}
-    template = "patients/partials/patient_rows.html" if request.headers.get("HX-Request") == "true" else "patients/list.html"
+    # One partial serves the full page and the search-as-you-type refresh.
+    is_htmx = request.headers.get("HX-Request") == "true"
+    template = "patients/partials/patient_rows.html" if is_htmx else "patients/list.html"
     return render(request, template, context)
 
 
@@ -94,9 +96,7 @@ def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
     form = PatientForm(request.POST or None, instance=patient, site=patient.home_site)
     if request.method == "POST" and form.is_valid():
         try:
-            services.patient_update(
-                patient=patient, acting_user=request.user, **form.cleaned_data
-            )
+            services.patient_update(patient=patient, acting_user=request.user, **form.cleaned_data)
         except ValidationError as error:
             _apply_errors(form, error)
         else:
@@ -159,9 +159,7 @@ def consent_withdraw(request: HttpRequest, consent_id: int) -> HttpResponse:
         else:
             messages.success(request, "Withdrawal recorded. It takes effect at once.")
             return redirect("patients:chart", patient_id=consent.patient_id)
-    return render(
-        request, "patients/consent_withdraw.html", {"form": form, "consent": consent}
-    )
+    return render(request, "patients/consent_withdraw.html", {"form": form, "consent": consent})
 
 
 @require_GET
@@ -183,9 +181,7 @@ def consent_scan(request: HttpRequest, consent_id: int) -> FileResponse:
 @require_GET
 @permission_required("patients.view_consenttemplate", raise_exception=True)
 def template_list(request: HttpRequest) -> HttpResponse:
-    templates = ConsentTemplate.objects.select_related("published_by").order_by(
-        "kind", "-version"
-    )
+    templates = ConsentTemplate.objects.select_related("published_by").order_by("kind", "-version")
     return render(request, "patients/template_list.html", {"templates": templates})
 
 

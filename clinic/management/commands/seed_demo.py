@@ -45,34 +45,104 @@ TEMPLATE_TEXT = (
 # kind, version, title, requires re-consent
 TEMPLATES = [
     (ConsentKind.KETAMINE_TREATMENT, 1, "Ketamine infusion: off-label treatment consent", False),
-    (ConsentKind.KETAMINE_TREATMENT, 2, "Ketamine infusion: off-label treatment consent (2026)", True),
+    (ConsentKind.KETAMINE_TREATMENT, 2, "Ketamine infusion: consent (2026 revision)", True),
     (ConsentKind.ESKETAMINE_REMS, 1, "Spravato REMS patient enrollment", False),
     (ConsentKind.DATA_SHARING, 1, "Sharing treatment data with your GP", False),
 ]
 
 # mrn, given, family, born, sex, site, consents [(kind, version, days ago signed, withdrawn?)]
 PATIENTS = [
-    ("N-1001", "Amelia", "Hughes", date(1984, 3, 2), "female", 0,
-     [(ConsentKind.KETAMINE_TREATMENT, 2, 20, False), (ConsentKind.DATA_SHARING, 1, 20, False)]),
-    ("N-1002", "Oliver", "Bennett", date(1979, 11, 17), "male", 0,
-     [(ConsentKind.KETAMINE_TREATMENT, 1, 60, False)]),  # superseded by v2
-    ("N-1003", "Isla", "Patel", date(1991, 6, 30), "female", 0,
-     [(ConsentKind.KETAMINE_TREATMENT, 2, 10, True)]),  # withdrawn
-    ("N-1004", "George", "Walsh", date(1968, 1, 9), "male", 0,
-     [(ConsentKind.DATA_SHARING, 1, 400, False)]),  # expired
-    ("N-1005", "Sofia", "Kowalski", date(2000, 9, 12), "female", 0,
-     [(ConsentKind.ESKETAMINE_REMS, 1, 5, False), (ConsentKind.DATA_SHARING, 1, 5, False)]),
-    ("N-1006", "Noah", "O'Brien", date(1988, 4, 21), "male", 0,
-     [(ConsentKind.KETAMINE_TREATMENT, 2, 355, False)]),  # expires within 30 days
+    (
+        "N-1001",
+        "Amelia",
+        "Hughes",
+        date(1984, 3, 2),
+        "female",
+        0,
+        [(ConsentKind.KETAMINE_TREATMENT, 2, 20, False), (ConsentKind.DATA_SHARING, 1, 20, False)],
+    ),
+    (
+        "N-1002",
+        "Oliver",
+        "Bennett",
+        date(1979, 11, 17),
+        "male",
+        0,
+        [(ConsentKind.KETAMINE_TREATMENT, 1, 60, False)],
+    ),  # superseded by v2
+    (
+        "N-1003",
+        "Isla",
+        "Patel",
+        date(1991, 6, 30),
+        "female",
+        0,
+        [(ConsentKind.KETAMINE_TREATMENT, 2, 10, True)],
+    ),  # withdrawn
+    (
+        "N-1004",
+        "George",
+        "Walsh",
+        date(1968, 1, 9),
+        "male",
+        0,
+        [(ConsentKind.DATA_SHARING, 1, 400, False)],
+    ),  # expired
+    (
+        "N-1005",
+        "Sofia",
+        "Kowalski",
+        date(2000, 9, 12),
+        "female",
+        0,
+        [(ConsentKind.ESKETAMINE_REMS, 1, 5, False), (ConsentKind.DATA_SHARING, 1, 5, False)],
+    ),
+    (
+        "N-1006",
+        "Noah",
+        "O'Brien",
+        date(1988, 4, 21),
+        "male",
+        0,
+        [(ConsentKind.KETAMINE_TREATMENT, 2, 355, False)],
+    ),  # expires within 30 days
     ("N-1007", "José", "Fernández", date(1975, 12, 3), "male", 0, []),
-    ("N-1008", "Chloé", "Dubois", date(1995, 2, 14), "female", 0,
-     [(ConsentKind.KETAMINE_TREATMENT, 2, 1, False)]),
-    ("H-2001", "Maya", "Johnson", date(1982, 7, 7), "female", 1,
-     [(ConsentKind.ESKETAMINE_REMS, 1, 30, False)]),
-    ("H-2002", "Ethan", "Miller", date(1990, 10, 1), "male", 1,
-     [(ConsentKind.KETAMINE_TREATMENT, 2, 3, False)]),
-    ("H-2003", "Ava", "Nguyen", date(1973, 5, 25), "female", 1,
-     [(ConsentKind.KETAMINE_TREATMENT, 1, 500, False)]),  # expired and superseded
+    (
+        "N-1008",
+        "Chloé",
+        "Dubois",
+        date(1995, 2, 14),
+        "female",
+        0,
+        [(ConsentKind.KETAMINE_TREATMENT, 2, 1, False)],
+    ),
+    (
+        "H-2001",
+        "Maya",
+        "Johnson",
+        date(1982, 7, 7),
+        "female",
+        1,
+        [(ConsentKind.ESKETAMINE_REMS, 1, 30, False)],
+    ),
+    (
+        "H-2002",
+        "Ethan",
+        "Miller",
+        date(1990, 10, 1),
+        "male",
+        1,
+        [(ConsentKind.KETAMINE_TREATMENT, 2, 3, False)],
+    ),
+    (
+        "H-2003",
+        "Ava",
+        "Nguyen",
+        date(1973, 5, 25),
+        "female",
+        1,
+        [(ConsentKind.KETAMINE_TREATMENT, 1, 500, False)],
+    ),  # expired and superseded
     ("H-2004", "Liam", "Garcia", date(1986, 8, 19), "male", 1, []),
 ]
 
@@ -89,8 +159,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, if_empty: bool = False, **options):
         if not settings.DEBUG:
-            raise CommandError("seed_demo refuses to run with DJANGO_DEBUG=0: demo accounts "
-                               "share a published password.")
+            raise CommandError(
+                "seed_demo refuses to run with DJANGO_DEBUG=0: demo accounts "
+                "share a published password."
+            )
         if if_empty and Patient.objects.exists():
             self.stdout.write("Database already has patients; demo data not loaded.")
             return
@@ -99,13 +171,13 @@ class Command(BaseCommand):
             sites = [self._site(robot, *spec) for spec in SITES]
             staff = {spec[0]: self._user(robot, sites, *spec) for spec in STAFF}
             templates = {(k, v): self._template(robot, k, v, t, r) for k, v, t, r in TEMPLATES}
-            created = sum(
-                self._patient(robot, sites, staff, templates, *spec) for spec in PATIENTS
+            created = sum(self._patient(robot, sites, staff, templates, *spec) for spec in PATIENTS)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo data ready: {len(sites)} sites, {len(staff)} staff, "
+                f"{created} new patients ({len(PATIENTS) - created} already there)."
             )
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo data ready: {len(sites)} sites, {len(staff)} staff, "
-            f"{created} new patients ({len(PATIENTS) - created} already there)."
-        ))
+        )
         self.stdout.write(
             "Log in at http://127.0.0.1:8000 as nurse, psychiatrist, anesthesiologist, gp or "
             f"admin, password: {settings.DEMO_PASSWORD}"
@@ -123,9 +195,13 @@ class Command(BaseCommand):
     def _user(self, robot, sites, username, first, last, roles, site_indexes) -> User:
         user = User.objects.filter(username=username).first()
         if user is None:
-            user = User(username=username, first_name=first, last_name=last,
-                        email=f"{username}@vigil.invalid",
-                        is_staff=Role.ADMINISTRATOR in roles)
+            user = User(
+                username=username,
+                first_name=first,
+                last_name=last,
+                email=f"{username}@vigil.invalid",
+                is_staff=Role.ADMINISTRATOR in roles,
+            )
             user.set_password(settings.DEMO_PASSWORD)
             attribute(user, acting_user=robot, reason="Demo data")
             user.save()
@@ -137,37 +213,53 @@ class Command(BaseCommand):
         template = ConsentTemplate.objects.filter(kind=kind, version=version).first()
         if template is None:
             template = patient_services.consent_template_create(
-                acting_user=robot, kind=kind, title=title,
-                text=TEMPLATE_TEXT.format(title=title), requires_reconsent=requires_reconsent,
+                acting_user=robot,
+                kind=kind,
+                title=title,
+                text=TEMPLATE_TEXT.format(title=title),
+                requires_reconsent=requires_reconsent,
             )
             template = patient_services.consent_template_publish(
                 template=template, acting_user=robot
             )
         return template
 
-    def _patient(self, robot, sites, staff, templates, mrn, given, family, born, sex,
-                 site_index, consents) -> bool:
+    def _patient(
+        self, robot, sites, staff, templates, mrn, given, family, born, sex, site_index, consents
+    ) -> bool:
         site = sites[site_index]
         if Patient.objects.filter(home_site=site, mrn=mrn).exists():
             return False
         patient = patient_services.patient_register(
-            site=site, acting_user=robot, mrn=mrn, given_name=given, family_name=family,
-            date_of_birth=born, sex=sex, phone="0113 496 0000",
-            usual_escort="Partner, by car", gp_name="Dr Lee, Park Surgery",
-            weight_kg=Decimal("72.5"), weight_measured_on=timezone.localdate() - timedelta(days=7),
+            site=site,
+            acting_user=robot,
+            mrn=mrn,
+            given_name=given,
+            family_name=family,
+            date_of_birth=born,
+            sex=sex,
+            phone="0113 496 0000",
+            usual_escort="Partner, by car",
+            gp_name="Dr Lee, Park Surgery",
+            weight_kg=Decimal("72.5"),
+            weight_measured_on=timezone.localdate() - timedelta(days=7),
         )
         nurse = staff["nurse"] if site_index == 0 else staff["harbour-nurse"]
         prescriber = staff["psychiatrist"] if site_index == 0 else staff["harbour-psychiatrist"]
         for kind, version, days_ago, withdrawn in consents:
             consent = patient_services.consent_record(
-                patient=patient, template=templates[(kind, version)], acting_user=robot,
-                witness=nurse, signature_method="tablet",
+                patient=patient,
+                template=templates[(kind, version)],
+                acting_user=robot,
+                witness=nurse,
+                signature_method="tablet",
                 signed_at=timezone.now() - timedelta(days=days_ago),
                 prescriber=prescriber if kind == ConsentKind.ESKETAMINE_REMS else None,
             )
             if withdrawn:
                 patient_services.consent_withdraw(
-                    consent=consent, acting_user=robot,
+                    consent=consent,
+                    acting_user=robot,
                     reason="Patient asked to stop treatment (demo).",
                 )
         return True

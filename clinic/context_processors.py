@@ -8,6 +8,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from clinic.models import Site
+from clinic.notifications import unread_count
+from protocols.selectors import signoff_queue_count
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,7 @@ class NavItem:
     url: str
     icon: str
     url_prefix: str
+    badge: int | None = None
 
 
 def _nav_items(user) -> list[NavItem]:
@@ -23,6 +26,12 @@ def _nav_items(user) -> list[NavItem]:
     if user.has_perm("patients.view_patient"):
         url = reverse("patients:list")
         items.append(NavItem("Patients", url, "people", url))
+    if user.has_perm("protocols.sign_assessment"):
+        url = reverse("protocols:signoff_queue")
+        items.append(NavItem("Sign-off", url, "pen", url, badge=signoff_queue_count(user=user)))
+    if user.has_perm("protocols.view_protocolversion"):
+        url = reverse("protocols:list")
+        items.append(NavItem("Protocols", url, "journal-medical", url))
     if user.has_perm("patients.view_consenttemplate"):
         url = reverse("patients:template_list")
         items.append(NavItem("Consent templates", url, "file-earmark-text", url))
@@ -43,4 +52,5 @@ def navigation(request: HttpRequest) -> dict:
         # Only users of several sites get a switcher; one query, bounded by their memberships.
         "switchable_sites": list(Site.objects.filter(pk__in=site_ids)) if len(site_ids) > 1 else [],
         "user_roles": sorted(user.role_names),
+        "unread_notifications": unread_count(user=user),
     }

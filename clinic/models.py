@@ -90,3 +90,147 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class RecordLocked(Exception):
+    """A signed record (or a child of one) was about to change. Corrections are addenda."""
+
+
+class LockableQuerySet(models.QuerySet):
+    """Bulk paths cannot touch locked rows, and nothing clinical is ever deleted (SPEC §S3)."""
+
+    def update(self, **kwargs):
+        if self.filter(locked_at__isnull=False).exists():
+            raise RecordLocked("Signed records cannot be changed by a bulk update.")
+        return super(LockableQuerySet, self.filter(locked_at__isnull=True)).update(**kwargs)
+
+    def delete(self):
+        raise RecordLocked("Clinical records are never deleted.")
+
+
+class LockableModel(models.Model):
+    """A record that a signature locks. The database triggers refuse the same changes."""
+
+    locked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = LockableQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        # An invariant, not workflow: whatever path calls save(), a locked row stays as signed.
+        if (
+            not self._state.adding
+            and type(self)._base_manager.filter(pk=self.pk, locked_at__isnull=False).exists()
+        ):
+            raise RecordLocked(f"{self._meta.verbose_name} is signed and locked.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise RecordLocked("Clinical records are never deleted.")
+
+    @property
+    def is_locked(self) -> bool:
+        return self.locked_at is not None
+
+
+class Signature(models.Model):
+    """An electronic signature (SPEC §S1–S5) over one record's canonical content."""
+
+    class Meaning(models.TextChoices):
+        AUTHORED = "authored", "Authored"
+        REVIEWED = "reviewed", "Reviewed"
+        APPROVED = "approved", "Approved"
+        DECLINED = "declined", "Declined"
+        WITNESSED = "witnessed", "Witnessed"
+        DISCHARGED = "discharged", "Discharged"
+
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT)
+    object_id = models.PositiveBigIntegerField()
+    signer = models.ForeignKey(User, on_delete=models.PROTECT, related_name="signatures")
+    printed_name = models.CharField(max_length=300, help_text="The signer's name as it was then.")
+    signed_at = models.DateTimeField()
+    meaning = models.CharField(max_length=20, choices=Meaning.choices)
+    content_sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["signed_at", "id"]
+        indexes = [
+            # The signatures of one record, on every page that shows it.
+            models.Index(fields=["content_type", "object_id"], name="signature_record"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_meaning_display()} by {self.printed_name}"
+
+
+class SignatureFailure(models.Model):
+    """A signing attempt refused for a wrong password: recorded, nothing else changes (§S1)."""
+
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT)
+    object_id = models.PositiveBigIntegerField()
+    attempted_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return f"failed signature {self.attempted_at:%Y-%m-%d %H:%M}"
+
+
+class Addendum(LockableModel):
+    """A correction after signing (§S4): text and reason, linked to the original, signed."""
+
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.PROTECT)
+    object_id = models.PositiveBigIntegerField()
+    text = models.TextField(max_length=5000)
+    reason = models.TextField(max_length=1000)
+    author = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "addenda"
+        indexes = [
+            # The addenda shown under one record.
+            models.Index(fields=["content_type", "object_id"], name="addendum_record"),
+        ]
+
+    def __str__(self) -> str:
+        return f"addendum {self.created_at:%Y-%m-%d %H:%M}"
+
+    def signed_content(self) -> dict:
+        return {
+            "record": [self.content_type_id, self.object_id],
+            "text": self.text,
+            "reason": self.reason,
+            "author": self.author_id,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class Notification(models.Model):
+    """An in-app notification. It names what needs attention, not the clinical values."""
+
+    class Kind(models.TextChoices):
+        SUICIDE_RISK = "suicide-risk", "Suicide-risk flag"
+        ASSESSMENT_SUBMITTED = "assessment-submitted", "Assessment submitted"
+        INFO = "info", "Information"
+
+    recipient = models.ForeignKey(User, on_delete=models.PROTECT, related_name="notifications")
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    title = models.CharField(max_length=200)
+    url = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The unread count in the navigation and the user's notification list.
+            models.Index(fields=["recipient", "read_at", "-created_at"], name="notification_inbox"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "simple_history",
     "clinic",
     "patients",
+    "protocols",
 ]
 
 MIDDLEWARE = [

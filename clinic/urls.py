@@ -24,6 +24,9 @@ urlpatterns = [
         auth_views.PasswordChangeDoneView.as_view(),
         name="password_change_done",
     ),
+    path("notifications/", views.notification_list, name="notifications"),
+    path("notifications/read/", views.notification_read, name="notification_read"),
     path("patients/", include("patients.urls")),
+    path("protocols/", include("protocols.urls")),
     path("admin/", admin.site.urls),
 ]

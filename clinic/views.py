@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from clinic.middleware import SESSION_KEY
 from clinic.models import Heartbeat
+from clinic.notifications import notification_mark_read, notifications_for
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,25 @@ logger = logging.getLogger(__name__)
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "clinic/home.html")
+
+
+@require_GET
+def notification_list(request: HttpRequest) -> HttpResponse:
+    items = notifications_for(user=request.user)[:100]
+    return render(request, "clinic/notifications.html", {"notifications": items})
+
+
+@require_POST
+def notification_read(request: HttpRequest) -> HttpResponse:
+    try:
+        notification_id = int(request.POST["notification"])
+    except (KeyError, ValueError):
+        notification_id = None  # mark all read
+    notification_mark_read(user=request.user, notification_id=notification_id)
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = "notifications"
+    return redirect(target)
 
 
 @require_POST

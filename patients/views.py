@@ -9,6 +9,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from clinic.forms import apply_errors
 from clinic.pagination import keyset_page
 from patients import services
 from patients.forms import ConsentRecordForm, ConsentTemplateForm, PatientForm, ReasonForm
@@ -25,17 +26,9 @@ from patients.selectors import (
     patient_consent_summary,
     patient_list_for_user,
 )
+from protocols.selectors import assessments_for_patient, courses_for_patient, instrument_trend
 
 PAGE_SIZE = 25
-
-
-def _apply_errors(form, error: ValidationError) -> None:
-    """Put a service's ValidationError on the form: per field where it names one."""
-    if hasattr(error, "error_dict"):
-        for field, errors in error.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, error)
 
 
 @require_GET
@@ -70,7 +63,7 @@ def patient_register(request: HttpRequest) -> HttpResponse:
                 site=request.site, acting_user=request.user, **form.cleaned_data
             )
         except ValidationError as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             messages.success(request, "Patient registered.")
             return redirect("patients:chart", patient_id=patient.pk)
@@ -80,10 +73,14 @@ def patient_register(request: HttpRequest) -> HttpResponse:
 @require_GET
 def patient_chart(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = get_patient_for_user(user=request.user, patient_id=patient_id)
+    assessments = assessments_for_patient(patient=patient)
     context = {
         "patient": patient,
         "consent_summary": patient_consent_summary(patient=patient),
         "consents": consent_list_for_patient(patient=patient)[:50],
+        "courses": courses_for_patient(patient=patient),
+        "assessments": assessments,
+        "trend": instrument_trend(assessments=assessments),
     }
     return render(request, "patients/chart.html", context)
 
@@ -98,7 +95,7 @@ def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
         try:
             services.patient_update(patient=patient, acting_user=request.user, **form.cleaned_data)
         except ValidationError as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             messages.success(request, "Patient details saved.")
             return redirect("patients:chart", patient_id=patient.pk)
@@ -117,7 +114,7 @@ def patient_void(request: HttpRequest, patient_id: int) -> HttpResponse:
                 patient=patient, acting_user=request.user, reason=form.cleaned_data["reason"]
             )
         except ValidationError as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             messages.success(request, "Registration voided. It is hidden from lists and kept.")
             return redirect("patients:list")
@@ -136,7 +133,7 @@ def consent_new(request: HttpRequest, patient_id: int) -> HttpResponse:
         try:
             services.consent_record(patient=patient, acting_user=request.user, **form.cleaned_data)
         except ValidationError as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             messages.success(request, "Consent recorded, witnessed by you.")
             return redirect("patients:chart", patient_id=patient.pk)
@@ -155,7 +152,7 @@ def consent_withdraw(request: HttpRequest, consent_id: int) -> HttpResponse:
                 consent=consent, acting_user=request.user, reason=form.cleaned_data["reason"]
             )
         except ValidationError as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             messages.success(request, "Withdrawal recorded. It takes effect at once.")
             return redirect("patients:chart", patient_id=consent.patient_id)
@@ -219,7 +216,7 @@ def template_edit(request: HttpRequest, template_id: int) -> HttpResponse:
                 template=template, acting_user=request.user, **form.cleaned_data
             )
         except ValidationError as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             messages.success(request, "Draft saved.")
             return redirect("patients:template_detail", template_id=template.pk)

@@ -18,6 +18,8 @@ from clinic.models import Role, Site, User
 from clinic.services import attribute, service_account
 from patients import services as patient_services
 from patients.models import ConsentKind, ConsentTemplate, Patient
+from protocols import services as protocol_services
+from protocols.models import Protocol
 
 SITES = [
     ("Northside Clinic", "Europe/London", "12 North Road, Leeds LS1 4AB"),
@@ -147,6 +149,15 @@ PATIENTS = [
 ]
 
 
+# mrn, protocol, how far the assessment got, PHQ-9 items
+ASSESSMENTS = [
+    ("N-1001", "iv-ketamine", "approved", [2, 3, 2, 2, 1, 2, 2, 1, 0]),
+    ("N-1002", "iv-ketamine", "submitted", [3, 3, 2, 3, 2, 2, 2, 1, 1]),  # item 9 > 0
+    ("N-1005", "esketamine-rems", "submitted", [2, 2, 2, 1, 1, 1, 2, 1, 0]),
+    ("N-1008", "iv-ketamine", "draft", [1, 2, 1, 2, 1, 1, 1, 0, 0]),
+]
+
+
 class Command(BaseCommand):
     help = "Load demo sites, staff (one per role) and patients with consents in every status."
 
@@ -172,6 +183,8 @@ class Command(BaseCommand):
             staff = {spec[0]: self._user(robot, sites, *spec) for spec in STAFF}
             templates = {(k, v): self._template(robot, k, v, t, r) for k, v, t, r in TEMPLATES}
             created = sum(self._patient(robot, sites, staff, templates, *spec) for spec in PATIENTS)
+            for mrn, slug, stage, phq9 in ASSESSMENTS:
+                self._assessment(staff, mrn, slug, stage, phq9)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {len(sites)} sites, {len(staff)} staff, "
@@ -223,6 +236,81 @@ class Command(BaseCommand):
                 template=template, acting_user=robot
             )
         return template
+
+    def _assessment(self, staff, mrn, slug, stage, phq9) -> None:
+        patient = Patient.objects.get(home_site__name=SITES[0][0], mrn=mrn)
+        if patient.courses.exists():
+            return
+        nurse, psychiatrist = staff["nurse"], staff["psychiatrist"]
+        course = protocol_services.course_start(
+            patient=patient,
+            protocol=Protocol.objects.get(slug=slug),
+            acting_user=nurse,
+            indication="trd",
+            responsible_psychiatrist=psychiatrist,
+            planned_sessions=6,
+        )
+        assessment = protocol_services.assessment_create(course=course, acting_user=nurse)
+        rules = course.protocol_version.parsed
+        contraindications = {
+            c.code: {"present": False, "note": ""} for c in rules.contraindications
+        }
+        if mrn == "N-1005":
+            contraindications["high_dose_benzodiazepines"] = {
+                "present": True,
+                "note": "Clonazepam 2 mg nightly; taper discussed.",
+            }
+        protocol_services.assessment_update(
+            assessment=assessment,
+            acting_user=nurse,
+            diagnosis="Major depressive disorder, recurrent, severe (F33.2)",
+            psychiatric_history="Three adequate antidepressant trials without remission.",
+            psychosis_personal=False,
+            mania_personal=False,
+            psychosis_mania_family=False,
+            substance_use="None",
+            ketamine_pcp_use="never",
+            alcohol_use="2 units a week",
+            medical_history="Hypothyroidism, treated.",
+            current_medications="Sertraline 200 mg",
+            allergies="None known",
+            benzodiazepines=mrn == "N-1005",
+            sedative_hypnotics=False,
+            psychostimulants=False,
+            maois=False,
+            opioids=False,
+            concomitant_notes="",
+            pregnancy="not-applicable" if patient.sex == "male" else "not-pregnant",
+            sbp=128,
+            dbp=82,
+            hr=74,
+            rr=14,
+            spo2=98,
+            weight_kg=patient.weight_kg,
+            moca_total=None,
+            madrs_total=None,
+            phq9_items=phq9,
+            gad7_items=[2, 2, 1, 2, 1, 1, 1],
+            cssrs_answers={
+                "q1": phq9[8] > 0,
+                "q2": False,
+                "q3": None,
+                "q4": None,
+                "q5": None,
+                "q6": False,
+                "q6_recent": None,
+            },
+            contraindications=contraindications,
+        )
+        if stage in {"submitted", "approved"}:
+            protocol_services.assessment_submit(assessment=assessment, acting_user=nurse)
+        if stage == "approved":
+            protocol_services.assessment_sign(
+                assessment=assessment,
+                signer=psychiatrist,
+                password=settings.DEMO_PASSWORD,
+                approve=True,
+            )
 
     def _patient(
         self, robot, sites, staff, templates, mrn, given, family, born, sex, site_index, consents

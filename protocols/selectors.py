@@ -1,0 +1,93 @@
+"""Reads for Step 1: the sign-off queue, the chart's assessments and trend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from clinic.models import User
+from patients.models import Patient
+from protocols import instruments
+from protocols.models import Assessment, TreatmentCourse
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    assessment: Assessment
+    waiting: timedelta
+    absolute: list[str]
+    relative: list[str]
+
+
+def _present(assessment: Assessment) -> tuple[list[str], list[str]]:
+    rules = assessment.course.protocol_version.parsed
+    answers = assessment.contraindications or {}
+    present = [c for c in rules.contraindications if (answers.get(c.code) or {}).get("present")]
+    return (
+        [c.label for c in present if c.is_absolute],
+        [c.label for c in present if not c.is_absolute],
+    )
+
+
+def signoff_queue_for_user(*, user: User, limit: int = 100) -> list[QueueRow]:
+    """Submitted assessments of the user's sites, oldest first, with what needs attention."""
+    assessments = (
+        Assessment.objects.filter(
+            status=Assessment.Status.SUBMITTED, patient__home_site_id__in=user.site_ids
+        )
+        .select_related(
+            "patient__home_site",
+            "course__protocol_version__protocol",
+            "course__responsible_psychiatrist",
+            "submitted_by",
+        )
+        .order_by("submitted_at", "id")[:limit]
+    )
+    now = timezone.now()
+    rows = []
+    for assessment in assessments:
+        absolute, relative = _present(assessment)
+        rows.append(QueueRow(assessment, now - assessment.submitted_at, absolute, relative))
+    return rows
+
+
+def signoff_queue_count(*, user: User) -> int:
+    """Bounded by the submitted assessments of the user's sites (served by assessment_queue)."""
+    return Assessment.objects.filter(
+        status=Assessment.Status.SUBMITTED, patient__home_site_id__in=user.site_ids
+    ).count()
+
+
+def courses_for_patient(*, patient: Patient) -> QuerySet[TreatmentCourse]:
+    return TreatmentCourse.objects.filter(patient=patient).select_related(
+        "protocol_version__protocol", "responsible_psychiatrist"
+    )
+
+
+def assessments_for_patient(*, patient: Patient, limit: int = 50) -> list[Assessment]:
+    return list(
+        Assessment.objects.filter(patient=patient)
+        .select_related("course__protocol_version__protocol", "created_by")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def instrument_trend(*, assessments: list[Assessment]) -> dict:
+    """PHQ-9 and GAD-7 totals over time with their band edges, for Chart.js."""
+    scored = sorted(
+        (a for a in assessments if a.phq9_total is not None or a.gad7_total is not None),
+        key=lambda a: a.created_at,
+    )
+    return {
+        "labels": [timezone.localtime(a.created_at).strftime("%d %b %Y") for a in scored],
+        "phq9": [a.phq9_total for a in scored],
+        "gad7": [a.gad7_total for a in scored],
+        "bands": {
+            scale.code: [{"from": b.low, "label": b.label} for b in scale.bands[1:]]
+            for scale in (instruments.PHQ9, instruments.GAD7)
+        },
+        "max": {"phq9": instruments.PHQ9.max_total, "gad7": instruments.GAD7.max_total},
+    }

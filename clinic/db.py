@@ -32,7 +32,7 @@ END $$ LANGUAGE plpgsql;
 def _install(sql_by_vendor: dict[str, list[str]]):
     def forwards(apps, schema_editor):
         for statement in sql_by_vendor.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(statement)
+            schema_editor.execute(statement, params=None)  # no params: keep plpgsql % as is
 
     return forwards
 

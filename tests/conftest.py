@@ -63,3 +63,9 @@ def outsider(other_site):
 @pytest.fixture
 def patient(site, nurse):
     return PatientFactory(home_site=site, created_by=nurse)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Signing re-checks passwords; a fast hasher keeps the suite quick. Production uses PBKDF2.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

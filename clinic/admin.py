@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
+from django.http import Http404
 from simple_history.admin import SimpleHistoryAdmin
 
 from clinic.models import Heartbeat, Site, User
@@ -11,7 +13,25 @@ from clinic.services import attribute
 
 
 class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
-    """History pages without revert (SIMPLE_HISTORY_REVERT_DISABLED) and without deletion."""
+    """History pages without revert (SIMPLE_HISTORY_REVERT_DISABLED) and without deletion.
+
+    simple-history's history views read history rows directly; they answer 404 here unless the
+    record is in the reader's scoped queryset (SPEC §U: other sites' records do not exist).
+    """
+
+    def _require_in_scope(self, request, object_id) -> None:
+        if not self.get_queryset(request).filter(pk=unquote(object_id)).exists():
+            raise Http404
+
+    def history_view(self, request, object_id, extra_context=None):
+        self._require_in_scope(request, object_id)
+        return super().history_view(request, object_id, extra_context=extra_context)
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        self._require_in_scope(request, object_id)
+        return super().history_form_view(
+            request, object_id, version_id, extra_context=extra_context
+        )
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -9,7 +9,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from clinic.forms import apply_errors
+from clinic.forms import apply_errors, form_data, form_files
 from clinic.pagination import keyset_page
 from patients import services
 from patients.forms import ConsentRecordForm, ConsentTemplateForm, PatientForm, ReasonForm
@@ -56,7 +56,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 def patient_register(request: HttpRequest) -> HttpResponse:
     if request.site is None:
         raise Http404("You belong to no site.")
-    form = PatientForm(request.POST or None, site=request.site)
+    form = PatientForm(form_data(request), site=request.site)
     if request.method == "POST" and form.is_valid():
         try:
             patient = services.patient_register(
@@ -90,7 +90,7 @@ def patient_edit(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = get_writable_patient_for_user(user=request.user, patient_id=patient_id)
     if patient.is_voided:
         raise Http404("Voided registrations cannot be edited.")
-    form = PatientForm(request.POST or None, instance=patient, site=patient.home_site)
+    form = PatientForm(form_data(request), instance=patient, site=patient.home_site)
     if request.method == "POST" and form.is_valid():
         try:
             services.patient_update(patient=patient, acting_user=request.user, **form.cleaned_data)
@@ -107,7 +107,7 @@ def patient_void(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = get_writable_patient_for_user(
         user=request.user, patient_id=patient_id, permission="patients.void_patient"
     )
-    form = ReasonForm(request.POST or None)
+    form = ReasonForm(form_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             services.patient_void(
@@ -128,7 +128,7 @@ def consent_new(request: HttpRequest, patient_id: int) -> HttpResponse:
     )
     if patient.is_voided:
         raise Http404("Voided registrations take no new records.")
-    form = ConsentRecordForm(request.POST or None, request.FILES or None, patient=patient)
+    form = ConsentRecordForm(form_data(request), form_files(request), patient=patient)
     if request.method == "POST" and form.is_valid():
         try:
             services.consent_record(patient=patient, acting_user=request.user, **form.cleaned_data)
@@ -145,7 +145,7 @@ def consent_withdraw(request: HttpRequest, consent_id: int) -> HttpResponse:
     consent = get_writable_consent_for_user(
         user=request.user, consent_id=consent_id, permission="patients.withdraw_consentrecord"
     )
-    form = ReasonForm(request.POST or None)
+    form = ReasonForm(form_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             services.consent_withdraw(
@@ -185,7 +185,7 @@ def template_list(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @permission_required("patients.add_consenttemplate", raise_exception=True)
 def template_new(request: HttpRequest) -> HttpResponse:
-    form = ConsentTemplateForm(request.POST or None)
+    form = ConsentTemplateForm(form_data(request))
     if request.method == "POST" and form.is_valid():
         template = services.consent_template_create(acting_user=request.user, **form.cleaned_data)
         messages.success(request, f"Draft {template} created. Publish it when it is final.")
@@ -209,7 +209,7 @@ def template_edit(request: HttpRequest, template_id: int) -> HttpResponse:
     if template.is_published:
         messages.error(request, services.TEMPLATE_PUBLISHED)
         return redirect("patients:template_detail", template_id=template.pk)
-    form = ConsentTemplateForm(request.POST or None, instance=template)
+    form = ConsentTemplateForm(form_data(request), instance=template)
     if request.method == "POST" and form.is_valid():
         try:
             services.consent_template_update(

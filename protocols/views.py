@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from clinic import signatures
-from clinic.forms import apply_errors
+from clinic.forms import apply_errors, form_data
 from patients.permissions import get_writable_patient_for_user
 from protocols import services
 from protocols.forms import (
@@ -58,7 +58,7 @@ def version_new(request: HttpRequest, protocol_id: int) -> HttpResponse:
     )
     latest = protocol.versions.order_by("-version").first()
     initial = {"rules": version_rules_json(latest)} if latest else {}
-    form = ProtocolVersionForm(request.POST or None, initial=initial)
+    form = ProtocolVersionForm(form_data(request), initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             version = services.protocol_version_create(
@@ -129,7 +129,7 @@ def course_new(request: HttpRequest, patient_id: int) -> HttpResponse:
     )
     if patient.is_voided:
         raise Http404("Voided registrations take no new records.")
-    form = CourseForm(request.POST or None, patient=patient)
+    form = CourseForm(form_data(request), patient=patient)
     if request.method == "POST" and form.is_valid():
         try:
             services.course_start(patient=patient, acting_user=request.user, **form.cleaned_data)
@@ -146,7 +146,7 @@ def course_status(request: HttpRequest, course_id: int) -> HttpResponse:
     course = get_course_for_user(
         user=request.user, course_id=course_id, permission="protocols.change_treatmentcourse"
     )
-    form = CourseStatusForm(request.POST or None, initial={"status": course.status})
+    form = CourseStatusForm(form_data(request), initial={"status": course.status})
     if request.method == "POST" and form.is_valid():
         try:
             services.course_set_status(course=course, acting_user=request.user, **form.cleaned_data)
@@ -182,7 +182,7 @@ def assessment_edit(request: HttpRequest, assessment_id: int) -> HttpResponse:
     if assessment.status not in {Assessment.Status.DRAFT, Assessment.Status.SUBMITTED}:
         messages.error(request, "This assessment is signed. Corrections are addenda.")
         return redirect("protocols:assessment_detail", assessment_id=assessment.pk)
-    form = AssessmentForm(request.POST or None, instance=assessment)
+    form = AssessmentForm(form_data(request), instance=assessment)
     if request.method == "POST" and form.is_valid():
         try:
             services.assessment_update(
@@ -250,7 +250,7 @@ def assessment_sign(request: HttpRequest, assessment_id: int) -> HttpResponse:
     if assessment.status != Assessment.Status.SUBMITTED:
         messages.error(request, services.ASSESSMENT_NOT_SUBMITTED)
         return redirect("protocols:assessment_detail", assessment_id=assessment.pk)
-    form = SignAssessmentForm(request.POST or None)
+    form = SignAssessmentForm(form_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             services.assessment_sign(
@@ -279,7 +279,7 @@ def addendum_new(request: HttpRequest, assessment_id: int) -> HttpResponse:
     if not assessment.is_locked:
         messages.error(request, "Addenda are for signed assessments; edit the draft instead.")
         return redirect("protocols:assessment_detail", assessment_id=assessment.pk)
-    form = AddendumForm(request.POST or None)
+    form = AddendumForm(form_data(request))
     if request.method == "POST" and form.is_valid():
         try:
             signatures.addendum_add(record=assessment, author=request.user, **form.cleaned_data)

@@ -8,7 +8,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.http import Http404
 from simple_history.admin import SimpleHistoryAdmin
 
-from clinic.models import Heartbeat, Site, User
+from clinic.models import Heartbeat, Signature, Site, User
 from clinic.services import attribute
 
 
@@ -116,6 +116,22 @@ class StaffAdmin(UserAdmin, ReadOnlyHistoryAdmin):
         super().save_related(request, form, formsets, change)
         if kept:
             form.instance.sites.add(*kept)
+
+
+@admin.register(Signature)
+class SignatureAdmin(admin.ModelAdmin):
+    """Signatures are append-only: viewable by superusers for audits, never edited."""
+
+    list_display = ("printed_name", "meaning", "signed_at", "content_type", "object_id")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Heartbeat)

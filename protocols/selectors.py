@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from clinic import signatures
 from clinic.models import User
 from patients.models import Patient
 from protocols import instruments
@@ -68,11 +69,16 @@ def courses_for_patient(*, patient: Patient) -> QuerySet[TreatmentCourse]:
 
 
 def assessments_for_patient(*, patient: Patient, limit: int = 50) -> list[Assessment]:
-    return list(
+    """The patient's assessments, newest first, each with `signature_invalid` checked."""
+    assessments = list(
         Assessment.objects.filter(patient=patient)
         .select_related("course__protocol_version__protocol", "created_by")
         .order_by("-created_at", "-id")[:limit]
     )
+    states = signatures.signatures_for_many(a for a in assessments if a.is_locked)
+    for assessment in assessments:
+        assessment.signature_invalid = any(not s.is_valid for s in states.get(assessment.pk, []))
+    return assessments
 
 
 def instrument_trend(*, assessments: list[Assessment]) -> dict:

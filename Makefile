@@ -27,12 +27,13 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # Front-end files are copied from npm packages; nothing third-party is committed.
-$(VENDOR)/.copied: node_modules/.installed
+$(VENDOR)/.copied: node_modules/.installed Makefile
 	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/bootstrap $(VENDOR)/bootstrap-icons $(VENDOR)/htmx $(VENDOR)/chartjs
-	cp node_modules/bootstrap/dist/css/bootstrap.min.css node_modules/bootstrap/dist/js/bootstrap.bundle.min.js $(VENDOR)/bootstrap/
+	cp node_modules/bootstrap/dist/css/bootstrap.min.css node_modules/bootstrap/dist/css/bootstrap.min.css.map $(VENDOR)/bootstrap/
+	cp node_modules/bootstrap/dist/js/bootstrap.bundle.min.js node_modules/bootstrap/dist/js/bootstrap.bundle.min.js.map $(VENDOR)/bootstrap/
 	cp -r node_modules/bootstrap-icons/font/bootstrap-icons.min.css node_modules/bootstrap-icons/font/fonts $(VENDOR)/bootstrap-icons/
 	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/htmx/
-	cp node_modules/chart.js/dist/chart.umd.min.js $(VENDOR)/chartjs/
+	cp node_modules/chart.js/dist/chart.umd.min.js node_modules/chart.js/dist/chart.umd.min.js.map $(VENDOR)/chartjs/
 	touch $@
 
 setup: $(VENV)/.installed $(VENDOR)/.copied ## install Python and npm packages, copy front-end files

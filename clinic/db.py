@@ -70,3 +70,42 @@ def append_only(*tables: str) -> migrations.RunPython:
     return migrations.RunPython(
         _install({"postgresql": postgresql, "sqlite": sqlite}), migrations.RunPython.noop
     )
+
+
+_PG_CHILD_FUNCTION = """
+CREATE OR REPLACE FUNCTION vigil_refuse_child_of_locked() RETURNS trigger AS $$
+DECLARE parent_locked timestamptz;
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    RAISE EXCEPTION 'vigil: rows of % are never deleted', TG_TABLE_NAME;
+  END IF;
+  EXECUTE format('SELECT locked_at FROM %I WHERE id = $1', TG_ARGV[0])
+    INTO parent_locked USING NEW.session_id;
+  IF parent_locked IS NOT NULL THEN
+    RAISE EXCEPTION 'vigil: % belongs to a signed and locked record', TG_TABLE_NAME;
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+"""
+
+
+def refuse_changes_to_children_of_locked(parent: str, *children: str) -> migrations.RunPython:
+    """Rows of `children` (with a `session_id` column) freeze when their parent is locked."""
+    postgresql = [_PG_CHILD_FUNCTION]
+    sqlite = []
+    for table in children:
+        postgresql.append(
+            f"CREATE TRIGGER {table}_parent_locked BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION vigil_refuse_child_of_locked('{parent}');"
+        )
+        for event in ("INSERT", "UPDATE"):
+            # Table names come from migrations, never from input.
+            sqlite.append(
+                f"CREATE TRIGGER {table}_parent_locked_{event.lower()} "
+                f"BEFORE {event} ON {table} "
+                f"WHEN (SELECT locked_at FROM {parent} WHERE id = NEW.session_id) IS NOT NULL "
+                f"BEGIN SELECT RAISE(ABORT, 'vigil: {table} belongs to a locked record'); END;"
+            )
+    return migrations.RunPython(
+        _install({"postgresql": postgresql, "sqlite": sqlite}), migrations.RunPython.noop
+    )

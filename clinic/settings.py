@@ -26,7 +26,7 @@ DEBUG = env_bool("DJANGO_DEBUG", True)
 
 # The development key is public; a production start with it is refused below.
 DEFAULT_SECRET_KEY = "dev-only-vigil-secret-key-never-use-in-production-0123456789abcdef"  # noqa: S105
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", DEFAULT_SECRET_KEY)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEFAULT_SECRET_KEY  # empty counts as unset
 if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
     raise ImproperlyConfigured(
         "DJANGO_DEBUG=0 needs DJANGO_SECRET_KEY: refusing to start with the public default key."
@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "clinic",
     "patients",
     "protocols",
+    "monitoring",
 ]
 
 MIDDLEWARE = [

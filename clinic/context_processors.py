@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 from django.urls import reverse
 
-from clinic.models import Site
+from clinic.models import Role, Site
 from clinic.notifications import unread_count
 from protocols.selectors import signoff_queue_count
 
@@ -26,6 +26,9 @@ def _nav_items(user) -> list[NavItem]:
     if user.has_perm("patients.view_patient"):
         url = reverse("patients:list")
         items.append(NavItem("Patients", url, "people", url))
+    if user.has_perm("monitoring.view_treatmentsession") and not user.has_role(Role.GP):
+        url = reverse("monitoring:floor")
+        items.append(NavItem("Floor", url, "display", url))
     if user.has_perm("protocols.sign_assessment"):
         url = reverse("protocols:signoff_queue")
         items.append(NavItem("Sign-off", url, "pen", url, badge=signoff_queue_count(user=user)))
@@ -35,6 +38,9 @@ def _nav_items(user) -> list[NavItem]:
     if user.has_perm("patients.view_consenttemplate"):
         url = reverse("patients:template_list")
         items.append(NavItem("Consent templates", url, "file-earmark-text", url))
+    if user.has_perm("monitoring.view_druglot"):
+        url = reverse("monitoring:register")
+        items.append(NavItem("Register", url, "capsule", url))
     if user.is_staff:
         url = reverse("admin:index")
         items.append(NavItem("Administration", url, "gear", url))

@@ -216,6 +216,7 @@ class Notification(models.Model):
     class Kind(models.TextChoices):
         SUICIDE_RISK = "suicide-risk", "Suicide-risk flag"
         ASSESSMENT_SUBMITTED = "assessment-submitted", "Assessment submitted"
+        CRITICAL_ALERT = "critical-alert", "Critical vital-sign alert"
         INFO = "info", "Information"
 
     recipient = models.ForeignKey(User, on_delete=models.PROTECT, related_name="notifications")

@@ -28,5 +28,6 @@ urlpatterns = [
     path("notifications/read/", views.notification_read, name="notification_read"),
     path("patients/", include("patients.urls")),
     path("protocols/", include("protocols.urls")),
+    path("sessions/", include("monitoring.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from clinic.forms import apply_errors, form_data, form_files
 from clinic.pagination import keyset_page
+from monitoring.selectors import sessions_for_patient
 from patients import services
 from patients.forms import ConsentRecordForm, ConsentTemplateForm, PatientForm, ReasonForm
 from patients.models import ConsentTemplate
@@ -81,6 +82,7 @@ def patient_chart(request: HttpRequest, patient_id: int) -> HttpResponse:
         "courses": courses_for_patient(patient=patient),
         "assessments": assessments,
         "trend": instrument_trend(assessments=assessments),
+        "sessions": sessions_for_patient(patient=patient),
     }
     return render(request, "patients/chart.html", context)
 

@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from clinic.models import Role, Site, User
 from clinic.services import attribute, service_account
+from monitoring import services as monitoring_services
+from monitoring.models import DrugLot
 from patients import services as patient_services
 from patients.models import ConsentKind, ConsentTemplate, Patient
 from protocols import services as protocol_services
@@ -185,6 +187,7 @@ class Command(BaseCommand):
             created = sum(self._patient(robot, sites, staff, templates, *spec) for spec in PATIENTS)
             for mrn, slug, stage, phq9 in ASSESSMENTS:
                 self._assessment(staff, mrn, slug, stage, phq9)
+            self._floor(sites, staff)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: {len(sites)} sites, {len(staff)} staff, "
@@ -311,6 +314,55 @@ class Command(BaseCommand):
                 password=settings.DEMO_PASSWORD,
                 approve=True,
             )
+
+    def _floor(self, sites, staff) -> None:
+        """Stock at each site, and one infusion running at Northside for the floor board."""
+        nurse, psychiatrist = staff["nurse"], staff["psychiatrist"]
+        for site, user in ((sites[0], nurse), (sites[1], staff["harbour-nurse"])):
+            for drug, number, concentration, received in (
+                ("ketamine", f"KET-{site.pk:02d}-2611", Decimal("10"), Decimal("5000")),
+                ("esketamine", f"SPR-{site.pk:02d}-2611", Decimal("140"), Decimal("1680")),
+            ):
+                if not DrugLot.objects.filter(site=site, lot_number=number).exists():
+                    monitoring_services.lot_receive(
+                        site=site,
+                        acting_user=user,
+                        drug=drug,
+                        lot_number=number,
+                        concentration_mg_per_ml=concentration,
+                        expires_on=timezone.localdate() + timedelta(days=400),
+                        received_mg=received,
+                    )
+        patient = Patient.objects.get(home_site=sites[0], mrn="N-1001")
+        if patient.sessions.exists():
+            return
+        course = patient.courses.get(status="active")
+        session = monitoring_services.session_schedule(
+            course=course,
+            acting_user=nurse,
+            scheduled_at=timezone.now(),
+            chair="3",
+            supervising_clinician=staff["anesthesiologist"],
+        )
+        session = monitoring_services.session_check_in(
+            session=session,
+            acting_user=nurse,
+            escort_confirmed=True,
+            escort_details="Partner, by car",
+        )
+        monitoring_services.vitals_record(
+            session=session, acting_user=nurse, sbp=128, dbp=80, hr=72, rr=14, spo2=98, moaas=5
+        )
+        lot = DrugLot.objects.get(site=sites[0], drug="ketamine")
+        monitoring_services.dose_record(
+            session=session,
+            acting_user=nurse,
+            lot=lot,
+            dose_mg=Decimal("36.25"),
+            volume_ml=Decimal("3.63"),
+            started_at=timezone.now(),
+            prescriber=psychiatrist,
+        )
 
     def _patient(
         self, robot, sites, staff, templates, mrn, given, family, born, sex, site_index, consents

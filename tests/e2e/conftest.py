@@ -1,14 +1,15 @@
 """End-to-end tests: a real Chromium (Debian's, not Playwright's download) against a live server.
 
-Every test here is marked `e2e`, so `pytest -m "not e2e"` leaves them out. They run last (pytest-django
-orders live-server tests after the others) and flush the database after each test; the roles
-created by the data migration are put back before each test by a serialized rollback.
+Every test here is marked `e2e`, so `pytest -m "not e2e"` leaves them out. They run last
+(pytest-django orders live-server tests after the others) and flush the database after each test;
+the rows created by data migrations are put back before each test by a serialized rollback.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,10 +68,49 @@ def browser_context_args(browser_context_args: dict) -> dict:
     return {**browser_context_args, "viewport": {"width": 1280, "height": 900}, "locale": "en-GB"}
 
 
+@pytest.fixture(scope="session")
+def _serialized_db_contents(django_db_setup: None) -> dict[str, str]:
+    """The migrated rows Django serialized when it created the test databases.
+
+    Read before Playwright starts: see `_serialized_rollback_under_playwright`.
+    """
+    from django.db import connections
+
+    return {
+        alias: connections[alias]._test_serialized_contents
+        for alias in connections
+        if hasattr(connections[alias], "_test_serialized_contents")
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _serialized_rollback_under_playwright(
+    _serialized_db_contents: dict[str, str], playwright
+) -> Iterator[None]:
+    """Keep Django's serialized rollback working once Playwright's sync API has started.
+
+    Between its calls Playwright marks an asyncio loop as running in the test thread. Django keeps
+    database connections in an asgiref Local that switches to context-local storage while a loop
+    runs, so the tests get new connection objects, without the serialized contents Django put on
+    the old ones: their flush would then remove the role groups for good. Put the contents back on
+    the connections the tests use; close those connections at the end (Django's own teardown only
+    sees the thread-local ones).
+    """
+    from django.db import connections
+
+    for alias, contents in _serialized_db_contents.items():
+        connection = connections[alias]
+        if not hasattr(connection, "_test_serialized_contents"):
+            connection._test_serialized_contents = contents
+    yield
+    connections.close_all()
+
+
 @pytest.fixture(autouse=True)
-def _restore_roles(django_db_serialized_rollback: None) -> None:
-    """Reload the migrated rows (role groups, permissions) that each live-server test's flush
-    removes, so that factories can put users in their roles."""
+def _restore_migrated_rows(django_db_serialized_rollback: None) -> None:
+    """Each live-server test flushes the database when it ends; a serialized rollback reloads the
+    rows the migrations created (role groups and their permissions, the service account) before
+    the next one, so that factories can put users in their roles."""
 
 
 @pytest.fixture

@@ -100,6 +100,7 @@ def test_nurse_registers_a_patient_and_records_consent(
     expect(page.get_by_role("heading", name="Record consent for")).to_be_visible()
     page.get_by_label("Consent document (version)").select_option(label=str(ketamine_template))
     page.get_by_label("Signature method").select_option(label="Signed on tablet")
+    screenshot("03-consent-form")
     page.get_by_role("button", name="Record consent").click()
 
     expect(page).to_have_url(live_server.url + reverse("patients:chart", args=[patient.pk]))
@@ -115,7 +116,7 @@ def test_nurse_registers_a_patient_and_records_consent(
     records = page.get_by_role("region", name="Consent records")
     expect(records.get_by_role("cell", name="Signed on tablet")).to_be_visible()
     expect(records.get_by_role("cell", name=nurse.printed_name)).to_be_visible()
-    screenshot("03-chart-after-consent")
+    screenshot("04-chart-after-consent")
 
     consent = ConsentRecord.objects.get(patient=patient)
     assert consent.template == ketamine_template
@@ -127,10 +128,7 @@ def test_nurse_registers_a_patient_and_records_consent(
 def test_nurse_navigation_shows_who_where_and_only_her_links(
     page: Page, live_server, site, nurse, screenshot
 ):
-    from django.contrib.auth.models import Group
-    print("DBG", Group.objects.count(), list(nurse.groups.values_list("name", flat=True)))
     log_in(page, live_server, nurse)
-    print(page.content()[:3000])
 
     nav = page.get_by_role("navigation", name="Main navigation")
     user = nav.get_by_test_id("current-user")
@@ -143,7 +141,7 @@ def test_nurse_navigation_shows_who_where_and_only_her_links(
     expect(nav.get_by_role("link", name="Patients")).to_be_visible()
     expect(nav.get_by_role("link", name="Consent templates")).to_be_visible()
     expect(nav.get_by_role("link", name="Administration")).to_have_count(0)
-    screenshot("04-nurse-home")
+    screenshot("05-nurse-home")
 
     nav.get_by_role("link", name="Consent templates").click()
     expect(page.get_by_role("heading", name="Consent templates")).to_be_visible()

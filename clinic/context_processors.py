@@ -40,7 +40,7 @@ def _nav_items(user) -> list[NavItem]:
         items.append(NavItem("Consent templates", url, "file-earmark-text", url))
     if user.has_perm("monitoring.view_druglot"):
         url = reverse("monitoring:register")
-        items.append(NavItem("Register", url, "capsule", url))
+        items.append(NavItem("Drug register", url, "capsule", url))
     if user.is_staff:
         url = reverse("admin:index")
         items.append(NavItem("Administration", url, "gear", url))

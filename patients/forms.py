@@ -71,17 +71,18 @@ class PatientForm(forms.ModelForm):
                 field.validators.append(reject_control_characters)
         self.fields["mrn"].widget.attrs.update(autofocus=True, autocomplete="off")
         self.helper = FormHelper()
+        self.helper.attrs = {"novalidate": ""}  # our field errors, not the browser's pop-ups
         self.helper.layout = Layout(
             Fieldset(
                 "Identity",
                 Row(
                     Column("mrn", css_class="col-md-4"),
-                    Column("sex", css_class="col-md-4"),
-                    Column("date_of_birth", css_class="col-md-4"),
+                    Column("family_name", css_class="col-md-4"),
+                    Column("given_name", css_class="col-md-4"),
                 ),
                 Row(
-                    Column("given_name", css_class="col-md-6"),
-                    Column("family_name", css_class="col-md-6"),
+                    Column("date_of_birth", css_class="col-md-6"),
+                    Column("sex", css_class="col-md-6"),
                 ),
             ),
             Fieldset(
@@ -169,7 +170,9 @@ class ReasonForm(forms.Form):
 
 class ConsentRecordForm(forms.Form):
     template = forms.ModelChoiceField(
-        label="Consent document (version)", queryset=ConsentTemplate.objects.none()
+        label="Consent document (version)",
+        queryset=ConsentTemplate.objects.none(),
+        empty_label="— choose —",
     )
     # No default: the witness states how the patient signed.
     signature_method = forms.ChoiceField(

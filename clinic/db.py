@@ -109,3 +109,34 @@ def refuse_changes_to_children_of_locked(parent: str, *children: str) -> migrati
     return migrations.RunPython(
         _install({"postgresql": postgresql, "sqlite": sqlite}), migrations.RunPython.noop
     )
+
+
+_PG_ONCE_SET_FUNCTION = """
+CREATE OR REPLACE FUNCTION vigil_refuse_once_set() RETURNS trigger AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    RAISE EXCEPTION 'vigil: rows of % are never deleted', TG_TABLE_NAME;
+  END IF;
+  IF to_jsonb(OLD) ->> TG_ARGV[0] IS NOT NULL THEN
+    RAISE EXCEPTION 'vigil: row % of % is final (% is set)', OLD.id, TG_TABLE_NAME, TG_ARGV[0];
+  END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+"""
+
+
+def refuse_changes_once_set(table: str, column: str) -> migrations.RunPython:
+    """Rows whose `column` is set (e.g. published_at) are final: UPDATE and DELETE refused."""
+    postgresql = [
+        _PG_ONCE_SET_FUNCTION,
+        f"CREATE TRIGGER {table}_{column}_final BEFORE UPDATE OR DELETE ON {table} "
+        f"FOR EACH ROW EXECUTE FUNCTION vigil_refuse_once_set('{column}');",
+    ]
+    sqlite = [
+        f"CREATE TRIGGER {table}_{column}_final BEFORE UPDATE ON {table} "
+        f"WHEN OLD.{column} IS NOT NULL "
+        f"BEGIN SELECT RAISE(ABORT, 'vigil: row of {table} is final'); END;"
+    ]
+    return migrations.RunPython(
+        _install({"postgresql": postgresql, "sqlite": sqlite}), migrations.RunPython.noop
+    )

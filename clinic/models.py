@@ -27,6 +27,12 @@ class Site(models.Model):
     )
     address = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
+    quiet_hours_start = models.TimeField(
+        null=True, blank=True, help_text="Local time from which no reminder is sent (e.g. 21:00)."
+    )
+    quiet_hours_end = models.TimeField(
+        null=True, blank=True, help_text="Local time from which reminders resume (e.g. 07:30)."
+    )
     history = HistoricalRecords()
 
     class Meta:
@@ -217,6 +223,8 @@ class Notification(models.Model):
         SUICIDE_RISK = "suicide-risk", "Suicide-risk flag"
         ASSESSMENT_SUBMITTED = "assessment-submitted", "Assessment submitted"
         CRITICAL_ALERT = "critical-alert", "Critical vital-sign alert"
+        FOLLOWUP_REMINDER = "followup-reminder", "Follow-up reminder"
+        FOLLOWUP_RISK = "followup-risk", "Risk answer in a follow-up"
         INFO = "info", "Information"
 
     recipient = models.ForeignKey(User, on_delete=models.PROTECT, related_name="notifications")

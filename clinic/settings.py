@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "patients",
     "protocols",
     "monitoring",
+    "followups",
 ]
 
 MIDDLEWARE = [
@@ -215,6 +216,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clinic.tasks.heartbeat", "schedule": 60.0},
+    "sweep-reminders": {"task": "followups.tasks.sweep_reminders", "schedule": 60.0},
 }
 
 # --- Logging: no patient identifiers or clinical values in log lines (SPEC §N6) --------------

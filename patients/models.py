@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import Site
+from clinic.models import RecordLocked, Site
 
 
 class PatientQuerySet(models.QuerySet):
@@ -165,6 +165,14 @@ class ConsentTemplate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} v{self.version}"
+
+    def save(self, *args, **kwargs):
+        # Consents are bound to a published version's text: it never changes (SPEC §P2).
+        if not self._state.adding and ConsentTemplate.objects.filter(
+            pk=self.pk, published_at__isnull=False
+        ).exists():
+            raise RecordLocked("A published consent template never changes.")
+        super().save(*args, **kwargs)
 
     @property
     def is_published(self) -> bool:

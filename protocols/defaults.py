@@ -203,6 +203,7 @@ IV_KETAMINE = {
         "allowed_mg_per_kg": [0.5, 1.0],
         "infusion_minutes": 40,
         "weight_max_age_days": 30,
+        "predose_vitals_max_age_minutes": 30,
     },
     "schedule": [
         {
@@ -315,6 +316,7 @@ ESKETAMINE_REMS = {
         "allowed_mg": [56, 84],
         "device_interval_minutes": 5,
         "weight_max_age_days": 30,
+        "predose_vitals_max_age_minutes": 30,
     },
     "schedule": [
         {

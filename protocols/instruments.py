@@ -101,12 +101,15 @@ GAD7 = Scale(
 
 PHQ9_SELF_HARM_ITEM = 9  # 1-based, as printed on the form
 ITEMS_INCOMPLETE = "Answer every item ({missing} missing)."
+ITEMS_TOO_MANY = "This scale has {count} items; more answers were given."
 ITEM_OUT_OF_RANGE = "Each answer is 0, 1, 2 or 3."
 
 
 def score_scale(scale: Scale, items: Sequence[int | None]) -> ScaleResult:
     """Total and band from item answers; refuses incomplete or out-of-range answers."""
-    if len(items) != len(scale.items):
+    if len(items) > len(scale.items):
+        raise ValidationError(ITEMS_TOO_MANY.format(count=len(scale.items)))
+    if len(items) < len(scale.items):
         raise ValidationError(ITEMS_INCOMPLETE.format(missing=len(scale.items) - len(items)))
     missing = sum(1 for answer in items if answer is None)
     if missing:
@@ -200,3 +203,9 @@ def cssrs_risk(answers: dict[str, bool | None]) -> str:
 # --- Clinician-entered totals -----------------------------------------------------------------
 
 TOTAL_RANGES = {"moca": (0, 30), "madrs": (0, 60), "cadss": (0, 92)}
+
+# PHQ-9 and GAD-7 ask about the last 2 weeks: repeating them sooner double-counts days.
+SCALE_RECALL_DAYS = 14
+# Treatment response: PHQ-9 at least 50 % below baseline; remission: the "minimal" band.
+RESPONSE_DROP = 0.5
+REMISSION_BAND = "minimal"

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import LockableModel
+from clinic.models import LockableModel, RecordLocked
 from patients.models import Patient
 from protocols.rules import ProtocolRules, parse_rules
 
@@ -30,6 +30,14 @@ class Protocol(models.Model):
 class ProtocolVersionQuerySet(models.QuerySet):
     def published(self) -> ProtocolVersionQuerySet:
         return self.filter(published_at__isnull=False)
+
+    def update(self, **kwargs):
+        if self.filter(published_at__isnull=False).exists():
+            raise RecordLocked("A published protocol version never changes.")
+        return super().update(**kwargs)
+
+    def delete(self):
+        raise RecordLocked("Protocol versions are never deleted.")
 
 
 class ProtocolVersion(models.Model):
@@ -59,6 +67,14 @@ class ProtocolVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.protocol.name} v{self.version}"
+
+    def save(self, *args, **kwargs):
+        # Courses are pinned to a published version: it never changes (SPEC §G1).
+        if not self._state.adding and ProtocolVersion.objects.filter(
+            pk=self.pk, published_at__isnull=False
+        ).exists():
+            raise RecordLocked("A published protocol version never changes.")
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         try:

@@ -8,7 +8,7 @@ nurse is chairside. Every clinical number lives in the data; this module holds n
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -131,10 +131,19 @@ def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str) ->
     return value
 
 
+def _number(value: Any, where: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"{where}: give numbers.")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValidationError(f"{where}: give numbers.") from exc
+
+
 def _limit(value: Any, where: str) -> Limit:
     if not (isinstance(value, list) and len(value) == 2):
         raise ValidationError(f"{where}: give [low, high].")
-    low, high = (Decimal(str(v)) for v in value)
+    low, high = (_number(v, where) for v in value)
     if low > high:
         raise ValidationError(f"{where}: low is above high.")
     return Limit(low, high)
@@ -150,7 +159,7 @@ def _alert(data: dict, where: str) -> AlertRule:
         level=level,
         field=field,
         op=op,
-        value=Decimal(str(_require(data, "value", (int, float, str), where))),
+        value=_number(_require(data, "value", (int, float), where), where),
         message=_require(data, "message", str, where),
         over_baseline=bool(data.get("over_baseline", False)),
         repeat_within_minutes=data.get("repeat_within_minutes"),
@@ -197,14 +206,26 @@ def parse_rules(data: Any) -> ProtocolRules:
         _dataclass(ScheduledCheck, item, f"schedule[{i}]", measures=tuple)
         for i, item in enumerate(_require(data, "schedule", list, where))
     )
-    if any(c.anchor not in ANCHORS for c in schedule):
-        raise ValidationError("schedule: unknown anchor.")
+    for i, check in enumerate(schedule):
+        if check.anchor not in ANCHORS or (check.repeat_until or "discharge") not in ANCHORS:
+            raise ValidationError(f"schedule[{i}]: unknown anchor.")
+        if set(check.measures) - {*VITAL_FIELDS, "cadss"}:
+            raise ValidationError(f"schedule[{i}]: unknown measurement.")
     followups = tuple(
         _dataclass(FollowUpRule, item, f"followups[{i}]", instruments=tuple)
         for i, item in enumerate(_require(data, "followups", list, where))
     )
-    if any(f.role not in ROLES for f in followups):
-        raise ValidationError("followups: unknown role.")
+    for i, rule in enumerate(followups):
+        if rule.role not in ROLES:
+            raise ValidationError(f"followups[{i}]: unknown role.")
+        if set(rule.instruments) - set(INSTRUMENTS):
+            raise ValidationError(f"followups[{i}]: unknown instrument.")
+    escalation = tuple(_require(data, "escalation", list, where))
+    for i, step in enumerate(escalation):
+        if not isinstance(step, dict) or step.get("role") not in ROLES or isinstance(
+            step.get("overdue_hours"), bool
+        ) or not isinstance(step.get("overdue_hours"), int):
+            raise ValidationError(f"escalation[{i}]: give overdue_hours and a known role.")
     observation_anchor = _require(data, "observation_anchor", str, where)
     if observation_anchor not in ANCHORS:
         raise ValidationError("observation_anchor: unknown anchor.")
@@ -230,5 +251,5 @@ def parse_rules(data: Any) -> ProtocolRules:
         observation_anchor=observation_anchor,
         discharge=_require(data, "discharge", dict, where),
         followups=followups,
-        escalation=tuple(_require(data, "escalation", list, where)),
+        escalation=escalation,
     )

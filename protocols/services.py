@@ -158,6 +158,10 @@ def course_set_status(
     course.status, course.status_reason = status, reason
     attribute(course, acting_user=acting_user, reason=f"Status → {status}: {reason}".strip())
     course.save(update_fields=["status", "status_reason"])
+    if status == TreatmentCourse.Status.COMPLETED:
+        from followups.services import plan_on_course_completion
+
+        plan_on_course_completion(course=course, acting_user=acting_user)
     return course
 
 
@@ -256,7 +260,9 @@ def assessment_update(*, assessment: Assessment, acting_user: User, **fields: An
     if unknown:
         raise TypeError(f"Unknown assessment fields: {sorted(unknown)}")
     rules = assessment.course.protocol_version.parsed
-    errors = plausibility_errors(rules, {f: fields.get(f) for f in VITAL_FIELDS})
+    # Judge the values as they will be saved: a partial update keeps the stored ones.
+    merged = {f: fields[f] if f in fields else getattr(assessment, f) for f in VITAL_FIELDS}
+    errors = plausibility_errors(rules, merged)
     # A draft may be incomplete, but never contradict the screener's skip logic.
     errors.update(
         {

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from clinic.models import Role, Site
 from clinic.notifications import unread_count
+from followups.selectors import worklist_counts
 from protocols.selectors import signoff_queue_count
 
 
@@ -29,6 +30,9 @@ def _nav_items(user) -> list[NavItem]:
     if user.has_perm("monitoring.view_treatmentsession") and not user.has_role(Role.GP):
         url = reverse("monitoring:floor")
         items.append(NavItem("Floor", url, "display", url))
+    if user.has_perm("followups.complete_followup"):
+        url = reverse("followups:worklist")
+        items.append(NavItem("Worklist", url, "list-check", url, badge=worklist_counts(user=user)))
     if user.has_perm("protocols.sign_assessment"):
         url = reverse("protocols:signoff_queue")
         items.append(NavItem("Sign-off", url, "pen", url, badge=signoff_queue_count(user=user)))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core import signing
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 _SALT = "vigil.keyset"
@@ -42,8 +43,12 @@ def keyset_page(
         if not isinstance(values, list) or len(values) != len(fields):
             values = None
     if values is not None:
-        queryset = queryset.filter(_after(fields, values))
-    rows = list(queryset[: size + 1])
+        try:
+            rows = list(queryset.filter(_after(fields, values))[: size + 1])
+        except (ValueError, TypeError, ValidationError):
+            values, rows = None, None  # a cursor of another list: start at the first page
+    if values is None:
+        rows = list(queryset[: size + 1])
     next_cursor = None
     if len(rows) > size:
         rows = rows[:size]

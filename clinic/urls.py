@@ -29,5 +29,6 @@ urlpatterns = [
     path("patients/", include("patients.urls")),
     path("protocols/", include("protocols.urls")),
     path("sessions/", include("monitoring.urls")),
+    path("follow-ups/", include("followups.urls")),
     path("admin/", admin.site.urls),
 ]

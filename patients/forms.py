@@ -15,7 +15,7 @@ from django.utils import timezone
 from clinic.models import Role, Site, User
 from patients.models import ConsentKind, ConsentRecord, ConsentTemplate, Patient
 from patients.scans import MAX_SCAN_BYTES, sniff_scan_content_type
-from patients.services import PATIENT_FIELDS
+from patients.services import CONSENT_MAX_AGE_DAYS, PATIENT_FIELDS, SIGNED_TOO_LONG_AGO
 
 MRN_FORMAT = "Use letters, digits, '-', '/' or '.' only (at most 32)."
 MRN_TAKEN = "A patient with this record number is already registered at {site}."
@@ -30,7 +30,8 @@ SCAN_REQUIRED = "A wet signature on paper needs its scan attached."
 REASON_REQUIRED = "Give a reason; it is kept in the record's history."
 
 _MRN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./-]{0,31}$")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 and C1 controls, and bidirectional overrides that can make a name display reversed.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def reject_control_characters(value: str) -> None:
@@ -228,6 +229,8 @@ class ConsentRecordForm(forms.Form):
         signed_at = self.cleaned_data["signed_at"]
         if signed_at > timezone.now() + timedelta(minutes=1):
             raise ValidationError("The signing time cannot be in the future.")
+        if signed_at < timezone.now() - timedelta(days=CONSENT_MAX_AGE_DAYS):
+            raise ValidationError(SIGNED_TOO_LONG_AGO)
         return signed_at
 
     def clean_scan(self):

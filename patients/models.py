@@ -168,9 +168,10 @@ class ConsentTemplate(models.Model):
 
     def save(self, *args, **kwargs):
         # Consents are bound to a published version's text: it never changes (SPEC §P2).
-        if not self._state.adding and ConsentTemplate.objects.filter(
-            pk=self.pk, published_at__isnull=False
-        ).exists():
+        if (
+            not self._state.adding
+            and ConsentTemplate.objects.filter(pk=self.pk, published_at__isnull=False).exists()
+        ):
             raise RecordLocked("A published consent template never changes.")
         super().save(*args, **kwargs)
 

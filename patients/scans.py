@@ -32,7 +32,13 @@ def sniff_scan_content_type(upload: UploadedFile) -> str:
         try:
             with Image.open(upload) as image:
                 image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except (
+            UnidentifiedImageError,
+            Image.DecompressionBombError,
+            OSError,
+            SyntaxError,
+            ValueError,
+        ) as exc:
             raise ValidationError(SCAN_DAMAGED, code="damaged") from exc
         finally:
             upload.seek(0)

@@ -27,7 +27,8 @@ def patient_list_for_user(
     patients = Patient.objects.active().filter(home_site_id__in=user.site_ids)
     if site_id is not None:
         patients = patients.filter(home_site_id=site_id)
-    query = (query or "").strip()
+    # PostgreSQL text cannot hold NUL; nobody's name contains one.
+    query = (query or "").replace("\x00", "").strip()
     if query:
         by_name = Q()
         for token in query.split()[:4]:

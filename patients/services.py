@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from clinic.models import Role, Site, User
@@ -41,14 +42,26 @@ REMS_NEEDS_PRESCRIBER = "Esketamine REMS enrollment is signed by the patient and
 PRESCRIBER_NOT_PSYCHIATRIST = "The co-signing prescriber must be a psychiatrist of the site."
 SIGNED_IN_FUTURE = "The signing time cannot be in the future."
 VALID_UNTIL_BEFORE_SIGNING = "The consent cannot expire before it was signed."
+VALID_UNTIL_BEYOND_VALIDITY = "The document is valid for {days} days: the last valid day is {day}."
+# No consent outlives the longest validity a template may have (ten years).
+CONSENT_MAX_AGE_DAYS = 3650
+SIGNED_TOO_LONG_AGO = "Check the date: a consent signed more than ten years ago is not valid."
+MRN_TAKEN = "A patient with this record number is already registered at {site}."
 
 
-@transaction.atomic
 def patient_register(*, site: Site, acting_user: User, **fields: Any) -> Patient:
-    patient = Patient(home_site=site, created_by=acting_user, **_patient_fields(fields))
+    fields = _patient_fields(fields)
+    if fields.get("mrn"):
+        fields["mrn"] = fields["mrn"].strip().upper()  # record numbers compare without case
+    patient = Patient(home_site=site, created_by=acting_user, **fields)
     patient.full_clean()
     attribute(patient, acting_user=acting_user, reason="Registered")
-    patient.save()
+    try:
+        with transaction.atomic():
+            patient.save()
+    except IntegrityError as error:
+        # Two registrations of one record number at once: the database kept the first.
+        raise ValidationError({"mrn": MRN_TAKEN.format(site=site.name)}) from error
     return patient
 
 
@@ -97,7 +110,6 @@ def _patient_fields(fields: dict[str, Any]) -> dict[str, Any]:
 # --- Consent templates ------------------------------------------------------------------------
 
 
-@transaction.atomic
 def consent_template_create(
     *,
     acting_user: User,
@@ -108,23 +120,29 @@ def consent_template_create(
     requires_reconsent: bool = False,
 ) -> ConsentTemplate:
     """A new draft version of `kind`, numbered after the newest existing version."""
-    # Lock the kind's versions so two administrators cannot both create "version 3".
-    latest = (
-        ConsentTemplate.objects.select_for_update().filter(kind=kind).order_by("-version").first()
-    )
-    template = ConsentTemplate(
-        kind=kind,
-        version=(latest.version + 1) if latest else 1,
-        title=title,
-        text=text,
-        validity_days=validity_days,
-        requires_reconsent=requires_reconsent,
-        created_by=acting_user,
-    )
-    template.full_clean()
-    attribute(template, acting_user=acting_user, reason="Draft created")
-    template.save()
-    return template
+    # Two administrators may draft at once: the unique (kind, version) constraint decides,
+    # and the one who loses takes the next number.
+    for _attempt in range(5):
+        try:
+            with transaction.atomic():
+                latest = ConsentTemplate.objects.filter(kind=kind).aggregate(v=Max("version"))
+                template = ConsentTemplate(
+                    kind=kind,
+                    version=(latest["v"] or 0) + 1,
+                    title=title,
+                    text=text,
+                    validity_days=validity_days,
+                    requires_reconsent=requires_reconsent,
+                    created_by=acting_user,
+                )
+                template.full_clean(validate_constraints=False)
+                template.validate_constraints(exclude={"version"})  # the race is settled by the DB
+                attribute(template, acting_user=acting_user, reason="Draft created")
+                template.save()
+                return template
+        except IntegrityError:
+            continue
+    raise ValidationError("Another version is being created right now; try again.")
 
 
 @transaction.atomic
@@ -187,6 +205,8 @@ def consent_record(
     signed_at = signed_at or now
     if signed_at > now + timedelta(minutes=1):
         raise ValidationError({"signed_at": SIGNED_IN_FUTURE})
+    if signed_at < now - timedelta(days=CONSENT_MAX_AGE_DAYS):
+        raise ValidationError({"signed_at": SIGNED_TOO_LONG_AGO})
     if template.kind == ConsentKind.ESKETAMINE_REMS and prescriber is None:
         raise ValidationError({"prescriber": REMS_NEEDS_PRESCRIBER})
     if prescriber is not None and not (
@@ -196,10 +216,19 @@ def consent_record(
     ):
         raise ValidationError({"prescriber": PRESCRIBER_NOT_PSYCHIATRIST})
     signed_day = signed_at.astimezone(patient.home_site.tzinfo).date()
+    last_day = signed_day + timedelta(days=template.validity_days - 1)
     if valid_until is None:
-        valid_until = signed_day + timedelta(days=template.validity_days - 1)
+        valid_until = last_day
     if valid_until < signed_day:
         raise ValidationError({"valid_until": VALID_UNTIL_BEFORE_SIGNING})
+    if valid_until > last_day:
+        raise ValidationError(
+            {
+                "valid_until": VALID_UNTIL_BEYOND_VALIDITY.format(
+                    days=template.validity_days, day=last_day.isoformat()
+                )
+            }
+        )
     consent = ConsentRecord(
         patient=patient,
         template=template,
@@ -223,7 +252,9 @@ def consent_record(
 @transaction.atomic
 def consent_withdraw(*, consent: ConsentRecord, acting_user: User, reason: str) -> ConsentRecord:
     """Withdrawal takes effect at once: no new session may start after it (SPEC §P4)."""
-    consent = ConsentRecord.objects.select_for_update().get(pk=consent.pk)
+    consent = ConsentRecord.objects.select_for_update().select_related("patient").get(pk=consent.pk)
+    if consent.patient.is_voided:
+        raise ValidationError(PATIENT_VOIDED)
     if consent.withdrawn_at is not None:
         raise ValidationError(CONSENT_ALREADY_WITHDRAWN)
     reason = reason.strip()

@@ -7,10 +7,12 @@ from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from clinic.forms import apply_errors, form_data, form_files
 from clinic.pagination import keyset_page
+from followups.selectors import followups_for_patient
 from monitoring.selectors import sessions_for_patient
 from patients import services
 from patients.forms import ConsentRecordForm, ConsentTemplateForm, PatientForm, ReasonForm
@@ -75,13 +77,18 @@ def patient_register(request: HttpRequest) -> HttpResponse:
 def patient_chart(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = get_patient_for_user(user=request.user, patient_id=patient_id)
     assessments = assessments_for_patient(patient=patient)
+    followups = followups_for_patient(patient=patient)
+    now = timezone.now()
+    for followup in followups:
+        followup.status_now = followup.display_status(now)
     context = {
         "patient": patient,
         "consent_summary": patient_consent_summary(patient=patient),
         "consents": consent_list_for_patient(patient=patient)[:50],
         "courses": courses_for_patient(patient=patient),
         "assessments": assessments,
-        "trend": instrument_trend(assessments=assessments),
+        "trend": instrument_trend(assessments=assessments, followups=followups),
+        "followups": followups,
         "sessions": sessions_for_patient(patient=patient),
     }
     return render(request, "patients/chart.html", context)
@@ -189,9 +196,15 @@ def template_list(request: HttpRequest) -> HttpResponse:
 def template_new(request: HttpRequest) -> HttpResponse:
     form = ConsentTemplateForm(form_data(request))
     if request.method == "POST" and form.is_valid():
-        template = services.consent_template_create(acting_user=request.user, **form.cleaned_data)
-        messages.success(request, f"Draft {template} created. Publish it when it is final.")
-        return redirect("patients:template_detail", template_id=template.pk)
+        try:
+            template = services.consent_template_create(
+                acting_user=request.user, **form.cleaned_data
+            )
+        except ValidationError as error:
+            apply_errors(form, error)
+        else:
+            messages.success(request, f"Draft {template} created. Publish it when it is final.")
+            return redirect("patients:template_detail", template_id=template.pk)
     return render(request, "patients/template_form.html", {"form": form, "template": None})
 
 

@@ -70,9 +70,10 @@ class ProtocolVersion(models.Model):
 
     def save(self, *args, **kwargs):
         # Courses are pinned to a published version: it never changes (SPEC §G1).
-        if not self._state.adding and ProtocolVersion.objects.filter(
-            pk=self.pk, published_at__isnull=False
-        ).exists():
+        if (
+            not self._state.adding
+            and ProtocolVersion.objects.filter(pk=self.pk, published_at__isnull=False).exists()
+        ):
             raise RecordLocked("A published protocol version never changes.")
         super().save(*args, **kwargs)
 

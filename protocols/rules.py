@@ -222,9 +222,12 @@ def parse_rules(data: Any) -> ProtocolRules:
             raise ValidationError(f"followups[{i}]: unknown instrument.")
     escalation = tuple(_require(data, "escalation", list, where))
     for i, step in enumerate(escalation):
-        if not isinstance(step, dict) or step.get("role") not in ROLES or isinstance(
-            step.get("overdue_hours"), bool
-        ) or not isinstance(step.get("overdue_hours"), int):
+        if (
+            not isinstance(step, dict)
+            or step.get("role") not in ROLES
+            or isinstance(step.get("overdue_hours"), bool)
+            or not isinstance(step.get("overdue_hours"), int)
+        ):
             raise ValidationError(f"escalation[{i}]: give overdue_hours and a known role.")
     observation_anchor = _require(data, "observation_anchor", str, where)
     if observation_anchor not in ANCHORS:

@@ -81,16 +81,36 @@ def assessments_for_patient(*, patient: Patient, limit: int = 50) -> list[Assess
     return assessments
 
 
-def instrument_trend(*, assessments: list[Assessment]) -> dict:
-    """PHQ-9 and GAD-7 totals over time with their band edges, for Chart.js."""
-    scored = sorted(
-        (a for a in assessments if a.phq9_total is not None or a.gad7_total is not None),
-        key=lambda a: a.created_at,
-    )
+def instrument_trend(*, assessments: list[Assessment], followups=()) -> dict:
+    """PHQ-9 and GAD-7 totals over time (assessments, then follow-ups) with band edges, and
+    response (PHQ-9 ≥ 50 % below the first) and remission (minimal band) marked (SPEC §F2)."""
+    points = [
+        (a.created_at, a.phq9_total, a.gad7_total, a.phq9_band)
+        for a in assessments
+        if a.phq9_total is not None or a.gad7_total is not None
+    ]
+    points += [
+        (f.completed_at, f.phq9_total, f.gad7_total, f.phq9_band)
+        for f in followups
+        if f.completed_at and (f.phq9_total is not None or f.gad7_total is not None)
+    ]
+    points.sort(key=lambda p: p[0])
+    baseline = next((p[1] for p in points if p[1] is not None), None)
+    markers = []
+    for when, phq9, _gad7, band in points:
+        if phq9 is None or baseline is None or when == points[0][0]:
+            markers.append("")
+        elif band == instruments.REMISSION_BAND:
+            markers.append("remission")
+        elif baseline and phq9 <= baseline * (1 - instruments.RESPONSE_DROP):
+            markers.append("response")
+        else:
+            markers.append("")
     return {
-        "labels": [timezone.localtime(a.created_at).strftime("%d %b %Y") for a in scored],
-        "phq9": [a.phq9_total for a in scored],
-        "gad7": [a.gad7_total for a in scored],
+        "labels": [timezone.localtime(p[0]).strftime("%d %b %Y") for p in points],
+        "phq9": [p[1] for p in points],
+        "gad7": [p[2] for p in points],
+        "markers": markers,
         "bands": {
             scale.code: [{"from": b.low, "label": b.label} for b in scale.bands[1:]]
             for scale in (instruments.PHQ9, instruments.GAD7)

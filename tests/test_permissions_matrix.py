@@ -1,24 +1,31 @@
 """Who may open which URL (SPEC §U): every URL x every actor x own/other site.
 
-Expectations come from SPEC §U and the role → permission map of
-`clinic/migrations/0002_roles_and_service_account.py`, not from what the views happen to return:
+Expectations come from SPEC §U and the role → permission maps of
+`clinic/migrations/0002_roles_and_service_account.py` and
+`protocols/migrations/0002_default_protocols_roles_guards.py`, not from what the views happen to
+return:
 
 - anonymous visitors are sent to the login page, except for `login` and `healthz`;
 - a role without the permission gets 403;
 - an object outside the user's sites answers 404 (never 403), whatever the role, so that its
-  existence does not leak;
-- consent templates are chain-wide documents (they have no site), so their rows vary by
-  draft / published instead of own / other site.
+  existence does not leak; a POST-only URL answers a GET with 405 before it looks at the object;
+- consent templates, protocols and protocol versions are chain-wide documents (they have no site),
+  so their rows vary by draft / published instead of own / other site;
+- notifications belong to one user: the list shows the user's own, and marking read touches only
+  the user's own (tested further below).
 
-State-changing rows post an invalid form: allowed roles get the form back with errors (200) and
-nothing is saved, whatever the answer. The Django admin (namespace `admin`) has its own tests at
-the end of the file.
+State-changing rows post an invalid form (or an invalid request, such as submitting an incomplete
+assessment or marking another user's notification read): allowed roles get the form back with
+errors (200) or are sent back (302), and nothing is saved, whatever the answer. A few rows post a
+valid minimal request where that is simpler (publishing, starting an assessment). The Django admin
+(namespace `admin`) has its own tests at the end of the file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import SimpleNamespace
 
 import pytest
@@ -27,9 +34,19 @@ from django.core.files.base import ContentFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from clinic.middleware import SESSION_KEY
-from clinic.models import Site, User
+from clinic.models import Addendum, Notification, Role, Signature, SignatureFailure, Site, User
+from clinic.notifications import notify
 from patients.models import ConsentRecord, ConsentTemplate, Patient
-from tests.factories import ConsentRecordFactory, ConsentTemplateFactory, PatientFactory
+from protocols import services
+from protocols.models import Assessment, Protocol, ProtocolVersion, TreatmentCourse
+from tests.factories import (
+    TEST_PASSWORD,
+    ConsentRecordFactory,
+    ConsentTemplateFactory,
+    PatientFactory,
+    UserFactory,
+)
+from tests.protocols.conftest import complete_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +68,7 @@ def every_role(status: int) -> dict[str, int]:
     return dict.fromkeys(ROLES, status)
 
 
-# Who holds which permission, as granted by the roles migration.
+# Who holds which permission, as granted by the roles migrations.
 CAN_VIEW_PATIENTS = ROLES
 CAN_REGISTER = ("nurse", "psychiatrist")  # patients.add_patient
 CAN_EDIT_PATIENT = ("nurse", "psychiatrist", "anesthesiologist")  # patients.change_patient
@@ -61,10 +78,34 @@ CAN_RECORD_CONSENT = ("nurse", "psychiatrist")  # patients.add_consentrecord
 CAN_WITHDRAW = ("nurse", "psychiatrist")  # patients.withdraw_consentrecord
 CAN_READ_TEMPLATES = ("nurse", "psychiatrist", "administrator")  # view_consenttemplate
 CAN_WRITE_TEMPLATES = ("administrator",)  # add / change / publish_consenttemplate
+# Step 1 (protocols migration 0002). Administrators manage protocol versions but never write
+# clinical records (§U); only psychiatrists sign (§A3); nurses and psychiatrists edit drafts.
+CAN_READ_PROTOCOLS = ROLES  # protocols.view_protocolversion
+CAN_WRITE_PROTOCOLS = ("administrator",)  # add / change / publish_protocolversion
+CAN_START_COURSE = ("nurse", "psychiatrist")  # protocols.add_treatmentcourse
+CAN_CHANGE_COURSE = ("psychiatrist",)  # protocols.change_treatmentcourse
+CAN_VIEW_ASSESSMENTS = ROLES  # protocols.view_assessment
+CAN_EDIT_ASSESSMENT = ("nurse", "psychiatrist")  # protocols.add_ / change_assessment
+CAN_SIGN_ASSESSMENT = ("psychiatrist",)  # protocols.sign_assessment
+CAN_ADD_ADDENDUM = ("nurse", "psychiatrist")  # clinic.add_addendum (not anesthesiologists, SPEC §U)
 
-# Objects a row can address. Site-scoped ones get an own-site and an other-site variant.
-SITE_SCOPED = {"patient": "patient_id", "consent": "consent_id"}
-TEMPLATES = {"draft": "template_id", "published": "template_id"}
+# Objects a row can address, with the URL keyword that carries their id. Site-scoped ones get an
+# own-site and an other-site variant; chain-wide ones are addressed as they are.
+SITE_SCOPED = {
+    "patient": "patient_id",
+    "consent": "consent_id",
+    "course": "course_id",
+    "assessment": "assessment_id",  # a draft
+    "submitted": "assessment_id",  # submitted for sign-off
+    "signed": "assessment_id",  # signed approved, locked
+}
+CHAIN_WIDE = {
+    "draft": "template_id",
+    "published": "template_id",
+    "protocol": "protocol_id",
+    "version_draft": "version_id",
+    "version_published": "version_id",
+}
 
 
 @dataclass(frozen=True)
@@ -73,21 +114,24 @@ class Row:
     method: str
     # Answer per role for the own-site object (or for a URL without object).
     expected: dict[str, int]
-    # None, a site-scoped object ("patient", "consent") or a template ("draft", "published").
+    # None, a key of SITE_SCOPED or a key of CHAIN_WIDE.
     obj: str | None = None
     anonymous: int = 302
+    # Answer for an object of another site, whatever the role.
+    other: int = 404
     data: dict | Callable[[SimpleNamespace], dict] = field(default_factory=dict)
-    # The POST is invalid on purpose: a 200 must carry form errors.
+    # The POST is invalid on purpose: a 200 must carry form errors, and nothing is saved.
     invalid: bool = False
     # Where an authenticated 302 must lead.
     redirect: Callable[[SimpleNamespace], str] | None = None
+
+    def __post_init__(self) -> None:
+        assert self.obj is None or self.obj in SITE_SCOPED or self.obj in CHAIN_WIDE, self.obj
 
     @property
     def variants(self) -> tuple[str | None, ...]:
         if self.obj in SITE_SCOPED:
             return ("own", "other")
-        if self.obj in TEMPLATES:
-            return (self.obj,)
         return (None,)
 
     def url(self, world: SimpleNamespace, variant: str | None) -> str:
@@ -96,13 +140,13 @@ class Row:
         if self.obj in SITE_SCOPED:
             target = getattr(world, self.obj)[variant]
             return reverse(self.name, kwargs={SITE_SCOPED[self.obj]: target.pk})
-        return reverse(self.name, kwargs={TEMPLATES[self.obj]: getattr(world, self.obj).pk})
+        return reverse(self.name, kwargs={CHAIN_WIDE[self.obj]: getattr(world, self.obj).pk})
 
     def expected_for(self, actor: str, variant: str | None) -> int:
         if actor == ANONYMOUS:
             return self.anonymous
         if variant == "other":
-            return 404
+            return self.other
         return self.expected[actor]
 
 
@@ -120,6 +164,39 @@ def _draft_detail(world: SimpleNamespace) -> str:
 
 def _published_detail(world: SimpleNamespace) -> str:
     return reverse("patients:template_detail", kwargs={"template_id": world.published.pk})
+
+
+def _notifications(world: SimpleNamespace) -> str:
+    return reverse("notifications")
+
+
+def _version_draft_detail(world: SimpleNamespace) -> str:
+    return reverse("protocols:version_detail", kwargs={"version_id": world.version_draft.pk})
+
+
+def _version_published_detail(world: SimpleNamespace) -> str:
+    return reverse("protocols:version_detail", kwargs={"version_id": world.version_published.pk})
+
+
+def _assessment_detail(world: SimpleNamespace) -> str:
+    return reverse(
+        "protocols:assessment_detail", kwargs={"assessment_id": world.assessment["own"].pk}
+    )
+
+
+def _signed_detail(world: SimpleNamespace) -> str:
+    return reverse("protocols:assessment_detail", kwargs={"assessment_id": world.signed["own"].pk})
+
+
+def _assessment_edit(world: SimpleNamespace) -> str:
+    return reverse(
+        "protocols:assessment_edit", kwargs={"assessment_id": world.assessment["own"].pk}
+    )
+
+
+def _newest_assessment_edit(world: SimpleNamespace) -> str:
+    newest = Assessment.objects.latest("pk")
+    return reverse("protocols:assessment_edit", kwargs={"assessment_id": newest.pk})
 
 
 MATRIX: list[Row] = [
@@ -149,6 +226,17 @@ MATRIX: list[Row] = [
         every_role(302),
         redirect=_home,
         data=lambda world: {"site": world.site.pk},
+    ),
+    Row("notifications", "GET", every_role(200)),
+    Row("notification_read", "GET", every_role(405)),
+    # Marking another user's notification read marks nothing; the user's own are tested below.
+    Row(
+        "notification_read",
+        "POST",
+        every_role(302),
+        invalid=True,
+        redirect=_notifications,
+        data=lambda world: {"notification": world.notification.pk},
     ),
     # --- patients ---------------------------------------------------------------------------------
     Row("patients:list", "GET", only(*CAN_VIEW_PATIENTS)),
@@ -222,6 +310,145 @@ MATRIX: list[Row] = [
         obj="draft",
         redirect=_draft_detail,
     ),
+    # --- protocols and their versions (chain-wide documents) --------------------------------------
+    Row("protocols:list", "GET", only(*CAN_READ_PROTOCOLS)),
+    Row("protocols:version_detail", "GET", only(*CAN_READ_PROTOCOLS), obj="version_draft"),
+    Row("protocols:version_detail", "GET", only(*CAN_READ_PROTOCOLS), obj="version_published"),
+    Row("protocols:version_new", "GET", only(*CAN_WRITE_PROTOCOLS), obj="protocol"),
+    Row(
+        "protocols:version_new",
+        "POST",
+        only(*CAN_WRITE_PROTOCOLS),
+        obj="protocol",
+        invalid=True,
+        data={"change_summary": ""},
+    ),
+    Row("protocols:version_edit", "GET", only(*CAN_WRITE_PROTOCOLS), obj="version_draft"),
+    Row(
+        "protocols:version_edit",
+        "POST",
+        only(*CAN_WRITE_PROTOCOLS),
+        obj="version_draft",
+        invalid=True,
+        data={"change_summary": ""},
+    ),
+    # A published version never changes: its edit page sends the administrator back.
+    Row(
+        "protocols:version_edit",
+        "GET",
+        only(*CAN_WRITE_PROTOCOLS, ok=302),
+        obj="version_published",
+        redirect=_version_published_detail,
+    ),
+    Row("protocols:version_publish", "GET", every_role(405), obj="version_draft"),
+    Row(
+        "protocols:version_publish",
+        "POST",
+        only(*CAN_WRITE_PROTOCOLS, ok=302),
+        obj="version_draft",
+        redirect=_version_draft_detail,
+    ),
+    # Publishing again is refused with a message; nothing changes.
+    Row(
+        "protocols:version_publish",
+        "POST",
+        only(*CAN_WRITE_PROTOCOLS, ok=302),
+        obj="version_published",
+        invalid=True,
+        redirect=_version_published_detail,
+    ),
+    # --- treatment courses ------------------------------------------------------------------------
+    Row("protocols:course_new", "GET", only(*CAN_START_COURSE), obj="patient"),
+    Row(
+        "protocols:course_new",
+        "POST",
+        only(*CAN_START_COURSE),
+        obj="patient",
+        invalid=True,
+        data={"protocol": ""},
+    ),
+    Row("protocols:course_status", "GET", only(*CAN_CHANGE_COURSE), obj="course"),
+    Row(
+        "protocols:course_status",
+        "POST",
+        only(*CAN_CHANGE_COURSE),
+        obj="course",
+        invalid=True,
+        data={"status": ""},
+    ),
+    # --- assessments ------------------------------------------------------------------------------
+    Row("protocols:assessment_new", "GET", every_role(405), obj="course", other=405),
+    Row(
+        "protocols:assessment_new",
+        "POST",
+        only(*CAN_EDIT_ASSESSMENT, ok=302),
+        obj="course",
+        redirect=_newest_assessment_edit,
+    ),
+    Row("protocols:assessment_detail", "GET", only(*CAN_VIEW_ASSESSMENTS), obj="assessment"),
+    Row("protocols:assessment_detail", "GET", only(*CAN_VIEW_ASSESSMENTS), obj="signed"),
+    Row("protocols:assessment_edit", "GET", only(*CAN_EDIT_ASSESSMENT), obj="assessment"),
+    Row(
+        "protocols:assessment_edit",
+        "POST",
+        only(*CAN_EDIT_ASSESSMENT),
+        obj="assessment",
+        invalid=True,
+        data={"sbp": "not a number"},
+    ),
+    # A signed assessment is locked: its edit page sends the editor to the record.
+    Row(
+        "protocols:assessment_edit",
+        "GET",
+        only(*CAN_EDIT_ASSESSMENT, ok=302),
+        obj="signed",
+        redirect=_signed_detail,
+    ),
+    Row("protocols:assessment_submit", "GET", every_role(405), obj="assessment", other=405),
+    # The draft is incomplete: submitting lists the missing items on the edit page.
+    Row(
+        "protocols:assessment_submit",
+        "POST",
+        only(*CAN_EDIT_ASSESSMENT, ok=302),
+        obj="assessment",
+        invalid=True,
+        redirect=_assessment_edit,
+    ),
+    Row("protocols:assessment_sign", "GET", only(*CAN_SIGN_ASSESSMENT), obj="submitted"),
+    Row(
+        "protocols:assessment_sign",
+        "POST",
+        only(*CAN_SIGN_ASSESSMENT),
+        obj="submitted",
+        invalid=True,
+        data={"decision": "", "password": ""},
+    ),
+    # Only a submitted assessment can be signed: a draft sends the psychiatrist back.
+    Row(
+        "protocols:assessment_sign",
+        "GET",
+        only(*CAN_SIGN_ASSESSMENT, ok=302),
+        obj="assessment",
+        redirect=_assessment_detail,
+    ),
+    Row("protocols:addendum_new", "GET", only(*CAN_ADD_ADDENDUM), obj="signed"),
+    Row(
+        "protocols:addendum_new",
+        "POST",
+        only(*CAN_ADD_ADDENDUM),
+        obj="signed",
+        invalid=True,
+        data={"text": "", "reason": "", "password": ""},
+    ),
+    # Addenda are for signed records: a draft sends the author back to it.
+    Row(
+        "protocols:addendum_new",
+        "GET",
+        only(*CAN_ADD_ADDENDUM, ok=302),
+        obj="assessment",
+        redirect=_assessment_detail,
+    ),
+    Row("protocols:signoff_queue", "GET", only(*CAN_SIGN_ASSESSMENT)),
 ]
 
 
@@ -231,6 +458,8 @@ def _cases() -> list:
         for variant in row.variants:
             for actor in (ANONYMOUS, *ROLES):
                 parts = [row.name, row.method, actor]
+                if row.obj:
+                    parts.append(row.obj)
                 if variant:
                     parts.append(variant)
                 cases.append(pytest.param(row, actor, variant, id="-".join(parts)))
@@ -240,43 +469,148 @@ def _cases() -> list:
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings):
     # Every test here creates seven staff accounts with a password; full-strength PBKDF2 would
-    # make the ~280 cases take minutes. force_login never checks the password.
+    # make the ~600 cases take minutes. force_login never checks the password.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+class World(SimpleNamespace):
+    """The objects rows address. Step 1 records are built on first use: most rows need none.
+
+    In each site (`own`, `other`): a course on the shipped IV-ketamine protocol and assessments of
+    it at three stages (a blank draft, a submitted one, a signed-approved one). Chain-wide: the
+    IV-ketamine protocol with its shipped (published) version, and a draft of its next version.
+    """
+
+    @cached_property
+    def version_draft(self) -> ProtocolVersion:
+        return services.protocol_version_create(
+            protocol=self.protocol,
+            acting_user=self.administrator,
+            rules=self.version_published.rules,
+            change_summary="Next version, not final yet",
+        )
+
+    @cached_property
+    def prescriber(self) -> dict[str, User]:
+        other = UserFactory(
+            username="outsider-psychiatrist", roles=[Role.PSYCHIATRIST], sites=[self.other_site]
+        )
+        return {"own": self.psychiatrist, "other": other}
+
+    @cached_property
+    def course(self) -> dict[str, TreatmentCourse]:
+        return {
+            variant: services.course_start(
+                patient=self.patient[variant],
+                protocol=self.protocol,
+                acting_user=self.staff[variant],
+                indication=TreatmentCourse.Indication.TRD,
+                responsible_psychiatrist=self.prescriber[variant],
+                planned_sessions=6,
+            )
+            for variant in ("own", "other")
+        }
+
+    @cached_property
+    def assessment(self) -> dict[str, Assessment]:
+        return {
+            variant: services.assessment_create(
+                course=self.course[variant], acting_user=self.staff[variant]
+            )
+            for variant in ("own", "other")
+        }
+
+    @cached_property
+    def submitted(self) -> dict[str, Assessment]:
+        return {variant: self._submit(variant) for variant in ("own", "other")}
+
+    @cached_property
+    def signed(self) -> dict[str, Assessment]:
+        return {
+            variant: services.assessment_sign(
+                assessment=self._submit(variant),
+                signer=self.prescriber[variant],
+                password=TEST_PASSWORD,
+                approve=True,
+            )
+            for variant in ("own", "other")
+        }
+
+    @cached_property
+    def notification(self) -> Notification:
+        """An unread notification of `outsider`, whom no row logs in as."""
+        return notify(recipient=self.outsider, kind=Notification.Kind.INFO, title="Not yours")
+
+    def _submit(self, variant: str) -> Assessment:
+        course, author = self.course[variant], self.staff[variant]
+        started = services.assessment_create(course=course, acting_user=author)
+        filled = services.assessment_update(
+            assessment=started, acting_user=author, **complete_fields(course)
+        )
+        return services.assessment_submit(assessment=filled, acting_user=author)
+
+
 @pytest.fixture
-def world(settings, tmp_path, site, other_site, nurse, outsider, administrator):
-    """One of each object in `site` and in `other_site`, plus a draft and a published template."""
+def world(settings, tmp_path, site, other_site, nurse, psychiatrist, outsider, administrator):
+    """One of each object in `site` and in `other_site`, plus the chain-wide documents."""
     settings.MEDIA_ROOT = tmp_path
     published = ConsentTemplateFactory(created_by=administrator)
     draft = ConsentTemplateFactory(created_by=administrator, published_at=None, published_by=None)
+    protocol = Protocol.objects.get(slug="iv-ketamine")
+    staff = {"own": nurse, "other": outsider}
     patients, consents = {}, {}
-    for variant, home_site, witness in (("own", site, nurse), ("other", other_site, outsider)):
-        patients[variant] = PatientFactory(home_site=home_site, created_by=witness)
+    for variant, home_site in (("own", site), ("other", other_site)):
+        patients[variant] = PatientFactory(home_site=home_site, created_by=staff[variant])
         consents[variant] = ConsentRecordFactory(
             patient=patients[variant],
             template=published,
-            witness=witness,
+            witness=staff[variant],
             signature_method=ConsentRecord.SignatureMethod.WET_SCANNED,
             scan=ContentFile(PDF_SCAN, name="scan.pdf"),
             scan_content_type="application/pdf",
         )
-    return SimpleNamespace(
+    return World(
         site=site,
         other_site=other_site,
         outsider=outsider,
+        psychiatrist=psychiatrist,
+        administrator=administrator,
+        staff=staff,
         patient=patients,
         consent=consents,
         draft=draft,
         published=published,
+        protocol=protocol,
+        version_published=protocol.versions.published().get(),
     )
 
 
+# Everything a form on these pages could write: with a history, and without one.
+RECORDED = (
+    Patient,
+    ConsentRecord,
+    ConsentTemplate,
+    User,
+    Site,
+    Protocol,
+    ProtocolVersion,
+    TreatmentCourse,
+    Assessment,
+    Addendum,
+)
+UNRECORDED = (Signature, SignatureFailure, Notification)
+
+
 def _saved_state() -> tuple:
-    """Row counts and history counts of everything a form on these pages could write."""
-    models = (Patient, ConsentRecord, ConsentTemplate, User, Site)
-    return tuple((model.objects.count(), model.history.count()) for model in models) + tuple(
-        ConsentTemplate.objects.filter(published_at__isnull=True).values_list("pk")
+    """Row counts, history counts and the workflow states a form on these pages could change."""
+    return (
+        tuple((model.objects.count(), model.history.count()) for model in RECORDED),
+        tuple(model.objects.count() for model in UNRECORDED),
+        tuple(ConsentTemplate.objects.filter(published_at__isnull=True).values_list("pk")),
+        tuple(ProtocolVersion.objects.filter(published_at__isnull=True).values_list("pk")),
+        tuple(TreatmentCourse.objects.order_by("pk").values_list("pk", "status")),
+        tuple(Assessment.objects.order_by("pk").values_list("pk", "status")),
+        tuple(Notification.objects.filter(read_at__isnull=True).values_list("pk")),
     )
 
 
@@ -303,7 +637,7 @@ def test_each_actor_gets_the_answer_its_role_allows(request, client, world, row,
             assert response["Location"] == row.redirect(world)
         if expected == 200 and row.invalid:
             assert response.context["form"].errors, "the form came back without errors"
-        if expected != 302 or actor == ANONYMOUS:
+        if expected != 302 or actor == ANONYMOUS or row.invalid:
             assert _saved_state() == before, "a refused or invalid request saved something"
     finally:
         response.close()  # the scan view streams a file
@@ -349,6 +683,61 @@ def test_switching_to_a_site_the_user_does_not_belong_to_changes_nothing(client,
     assert client.session.get(SESSION_KEY) != world.other_site.pk
     refused = [str(message) for message in get_messages(response.wsgi_request)]
     assert refused == ["You are not a member of that site."]
+
+
+# --- Notifications belong to one user -------------------------------------------------------------
+
+
+def _unread(user: User) -> set[int]:
+    return set(
+        Notification.objects.filter(recipient=user, read_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+
+
+def test_the_notification_list_shows_only_the_users_own(client, world, nurse, psychiatrist):
+    outsiders = world.notification
+    own = notify(recipient=nurse, kind=Notification.Kind.INFO, title="Yours")
+    notify(recipient=psychiatrist, kind=Notification.Kind.INFO, title="A colleague's")
+    client.force_login(nurse)
+
+    response = client.get(reverse("notifications"))
+
+    assert response.status_code == 200
+    assert [note.pk for note in response.context["notifications"]] == [own.pk]
+    assert b"A colleague" not in response.content
+    assert outsiders.title.encode() not in response.content
+
+
+def test_marking_one_read_marks_only_that_one_of_the_users_own(client, world, nurse):
+    outsiders = world.notification
+    first = notify(recipient=nurse, kind=Notification.Kind.INFO, title="First")
+    second = notify(recipient=nurse, kind=Notification.Kind.INFO, title="Second")
+    client.force_login(nurse)
+
+    response = client.post(reverse("notification_read"), {"notification": first.pk})
+
+    assert response.status_code == 302
+    assert _unread(nurse) == {second.pk}
+    assert _unread(world.outsider) == {outsiders.pk}
+
+
+def test_marking_all_read_leaves_other_users_notifications_unread(
+    client, world, nurse, psychiatrist
+):
+    outsiders = world.notification
+    notify(recipient=nurse, kind=Notification.Kind.INFO, title="First")
+    notify(recipient=nurse, kind=Notification.Kind.INFO, title="Second")
+    colleague = notify(recipient=psychiatrist, kind=Notification.Kind.INFO, title="A colleague's")
+    client.force_login(nurse)
+
+    response = client.post(reverse("notification_read"))
+
+    assert response.status_code == 302
+    assert _unread(nurse) == set()
+    assert _unread(psychiatrist) == {colleague.pk}
+    assert _unread(world.outsider) == {outsiders.pk}
 
 
 # --- The Django admin -----------------------------------------------------------------------------

@@ -40,7 +40,11 @@
     data: {
       labels: data.labels,
       datasets: [
-        { label: "PHQ-9 total", data: data.phq9, borderColor: "#0d6efd", backgroundColor: "#0d6efd", tension: 0.2, pointRadius: 5 },
+        {
+          label: "PHQ-9 total", data: data.phq9, borderColor: "#0d6efd", backgroundColor: "#0d6efd", tension: 0.2,
+          pointRadius: (ctx) => (data.markers && data.markers[ctx.dataIndex] ? 9 : 5),
+          pointStyle: (ctx) => (data.markers && data.markers[ctx.dataIndex] === "remission" ? "star" : data.markers && data.markers[ctx.dataIndex] === "response" ? "triangle" : "circle"),
+        },
         { label: "GAD-7 total", data: data.gad7, borderColor: "#d63384", backgroundColor: "#d63384", tension: 0.2, pointRadius: 5 },
       ],
     },
@@ -48,6 +52,16 @@
       maintainAspectRatio: false,
       animation: false,
       scales: { y: { min: 0, max: data.max.phq9, title: { display: true, text: "Total score" } } },
+      plugins: {
+        tooltip: {
+          callbacks: {
+            afterLabel: (item) => {
+              const marker = data.markers && data.markers[item.dataIndex];
+              return item.datasetIndex === 0 && marker ? `${marker} (PHQ-9 vs first assessment)` : "";
+            },
+          },
+        },
+      },
     },
     plugins: [bandLines],
   });

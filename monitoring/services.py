@@ -17,6 +17,7 @@ from clinic import signatures
 from clinic.models import Notification, Role, Signature, User
 from clinic.notifications import notify
 from clinic.services import attribute
+from followups import services as followup_services
 from monitoring import gates
 from monitoring.evaluation import evaluate_reading, plan_checks, plausibility_problems
 from monitoring.models import (
@@ -717,4 +718,5 @@ def session_discharge(
         session.locked_at = signature.signed_at
         attribute(session, acting_user=signer, reason="Discharged and signed")
         session.save(update_fields=["status", "discharged_at", "locked_at"])
+        followup_services.plan_after_discharge(session=session, acting_user=signer)
         return session

@@ -1,0 +1,91 @@
+"""Step 3 views: the worklist, the follow-up form, missed / cancelled with a reason."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods
+
+from clinic import signatures
+from clinic.forms import apply_errors, form_data
+from followups import services
+from followups.forms import FollowUpForm, ReasonForm
+from followups.permissions import get_followup_for_user
+from followups.selectors import worklist_for_user
+
+
+@require_GET
+@permission_required("followups.view_followup", raise_exception=True)
+def worklist(request: HttpRequest) -> HttpResponse:
+    scope = request.GET.get("site", "current")
+    site_id = request.site.pk if scope == "current" and request.site else None
+    context = {
+        "worklist": worklist_for_user(user=request.user, site_id=site_id),
+        "scope": scope,
+        "now": timezone.now(),
+    }
+    return render(request, "followups/worklist.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def complete(request: HttpRequest, followup_id: int) -> HttpResponse:
+    followup = get_followup_for_user(user=request.user, followup_id=followup_id)
+    if followup.state != followup.State.OPEN:
+        return render(
+            request,
+            "followups/detail.html",
+            {
+                "followup": followup,
+                "signatures": signatures.signatures_for(followup),
+            },
+        )
+    if not request.user.has_perm("followups.complete_followup"):
+        raise PermissionDenied
+    scales = services.scales_due(followup)
+    form = FollowUpForm(form_data(request), followup=followup, user=request.user, scales=scales)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.followup_complete(
+                followup=followup,
+                acting_user=request.user,
+                password=form.cleaned_data.get("password"),
+                **form.service_fields(),
+            )
+        except ValidationError as error:
+            apply_errors(form, error)
+        else:
+            messages.success(request, f"{followup.label} completed.")
+            return redirect("followups:worklist")
+    return render(
+        request,
+        "followups/form.html",
+        {
+            "form": form,
+            "followup": followup,
+            "scales": scales,
+            "now": timezone.now(),
+        },
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def missed(request: HttpRequest, followup_id: int) -> HttpResponse:
+    followup = get_followup_for_user(
+        user=request.user, followup_id=followup_id, permission="followups.complete_followup"
+    )
+    form = ReasonForm(form_data(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.followup_mark_missed(
+                followup=followup, acting_user=request.user, reason=form.cleaned_data["reason"]
+            )
+        except ValidationError as error:
+            apply_errors(form, error)
+        else:
+            messages.success(request, "Recorded as missed.")
+            return redirect("followups:worklist")
+    return render(request, "followups/missed.html", {"form": form, "followup": followup})

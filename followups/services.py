@@ -118,6 +118,17 @@ def plan_after_discharge(*, session, acting_user: User) -> list[FollowUp]:
     )
 
 
+def plan_from(*, course: TreatmentCourse, start: datetime, acting_user: User) -> list[FollowUp]:
+    """The discharge plan of the course's version from `start` (imports and demo data)."""
+    return _create_followups(
+        rules=course.protocol_version.parsed,
+        course=course,
+        start=start,
+        on_completion=False,
+        acting_user=acting_user,
+    )
+
+
 def plan_on_course_completion(*, course: TreatmentCourse, acting_user: User) -> list[FollowUp]:
     return _create_followups(
         rules=course.protocol_version.parsed,
@@ -427,7 +438,8 @@ def _deliver(reminder: Reminder) -> None:
     else:
         send_mail(
             subject=f"Vigil: {reminder.title}",
-            message=f"{reminder.title}\n\nOpen Vigil to act on it: {reminder.url}\n",
+            message=f"{reminder.title}\n\nOpen Vigil to act on it: "
+            f"{settings.VIGIL_BASE_URL}{reminder.url}\n",
             from_email=settings.DEFAULT_FROM_EMAIL,
             recipient_list=[reminder.recipient.email],
         )

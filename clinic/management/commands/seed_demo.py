@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from clinic.models import Role, Site, User
 from clinic.services import attribute, service_account
+from followups import services as followup_services
 from monitoring import services as monitoring_services
 from monitoring.models import DrugLot
 from patients import services as patient_services
@@ -336,6 +337,13 @@ class Command(BaseCommand):
         patient = Patient.objects.get(home_site=sites[0], mrn="N-1001")
         if patient.sessions.exists():
             return
+        # Follow-ups as if the previous infusion was discharged yesterday: the next-day call is
+        # due today, the reviews are upcoming.
+        followup_services.plan_from(
+            course=patient.courses.get(status="active"),
+            start=timezone.now() - timedelta(hours=25),
+            acting_user=staff["nurse"],
+        )
         course = patient.courses.get(status="active")
         session = monitoring_services.session_schedule(
             course=course,

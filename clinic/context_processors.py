@@ -41,10 +41,10 @@ def _nav_items(user) -> list[NavItem]:
         items.append(NavItem("Protocols", url, "journal-medical", url))
     if user.has_perm("patients.view_consenttemplate"):
         url = reverse("patients:template_list")
-        items.append(NavItem("Consent templates", url, "file-earmark-text", url))
+        items.append(NavItem("Consents", url, "file-earmark-text", url))
     if user.has_perm("monitoring.view_druglot"):
         url = reverse("monitoring:register")
-        items.append(NavItem("Drug register", url, "capsule", url))
+        items.append(NavItem("Drugs", url, "capsule", url))
     if user.is_staff:
         url = reverse("admin:index")
         items.append(NavItem("Administration", url, "gear", url))

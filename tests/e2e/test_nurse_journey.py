@@ -139,10 +139,10 @@ def test_nurse_navigation_shows_who_where_and_only_her_links(
     # SPEC §U: nurses register patients and record consent, so they read the consent documents
     # (the role map grants patients.view_consenttemplate); they manage nothing.
     expect(nav.get_by_role("link", name="Patients")).to_be_visible()
-    expect(nav.get_by_role("link", name="Consent templates")).to_be_visible()
+    expect(nav.get_by_role("link", name="Consents")).to_be_visible()
     expect(nav.get_by_role("link", name="Administration")).to_have_count(0)
     screenshot("05-nurse-home")
 
-    nav.get_by_role("link", name="Consent templates").click()
+    nav.get_by_role("link", name="Consents").click()
     expect(page.get_by_role("heading", name="Consent templates")).to_be_visible()
     expect(page.get_by_role("link", name="New version")).to_have_count(0)

@@ -224,6 +224,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clinic.tasks.heartbeat", "schedule": 60.0},
     "sweep-reminders": {"task": "followups.tasks.sweep_reminders", "schedule": 60.0},
+    "site-duties": {"task": "followups.tasks.site_duties", "schedule": 24 * 3600.0},
 }
 
 # --- Logging: no patient identifiers or clinical values in log lines (SPEC §N6) --------------
@@ -238,3 +239,5 @@ LOGGING = {
 # The demo password: shown in the README, refused by seed_demo when DJANGO_DEBUG=0.
 DEMO_PASSWORD = "vigil-demo-2026"  # noqa: S105
 SERVICE_ACCOUNT_USERNAME = "vigil-service"
+# Controlled substances: a full inventory at least every two years (DEA biennial inventory).
+VIGIL_CS_INVENTORY_INTERVAL_DAYS = 730

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -421,8 +421,6 @@ def _claim(now: datetime, limit: int, worker: str) -> list[int]:
             if won:
                 claimed.append(pk)
     if claimed:
-        from django.db.models import F
-
         Reminder.objects.filter(pk__in=claimed).update(attempts=F("attempts") + 1)
     return claimed
 
@@ -499,3 +497,40 @@ def _quiet_hours_end(site, now: datetime) -> datetime:
     if end <= local:
         end += timedelta(days=1)
     return end
+
+
+# --- Site duties (SPEC §F6) ------------------------------------------------------------------
+
+CS_INVENTORY = "cs-inventory"
+
+
+def ensure_site_duties(*, now: datetime | None = None) -> int:
+    """Keep one open controlled-substance inventory duty per active site, due every
+    VIGIL_CS_INVENTORY_INTERVAL_DAYS after the last one was done. Idempotent: run daily."""
+    from clinic.models import Site
+    from clinic.services import service_account
+
+    now = now or timezone.now()
+    interval = timedelta(days=settings.VIGIL_CS_INVENTORY_INTERVAL_DAYS)
+    created = 0
+    for site in Site.objects.filter(is_active=True):
+        duties = FollowUp.objects.filter(site=site, code=CS_INVENTORY)
+        if duties.filter(state=FollowUp.State.OPEN).exists():
+            continue
+        last = duties.filter(state=FollowUp.State.COMPLETED).order_by("-completed_at").first()
+        due_at = last.completed_at + interval if last else now
+        with transaction.atomic():
+            duty = FollowUp(
+                site=site,
+                code=CS_INVENTORY,
+                label="Controlled-substance inventory (biennial)",
+                due_at=due_at,
+                window_ends_at=due_at + timedelta(days=7),
+                assigned_role=Role.ADMINISTRATOR,
+            )
+            duty.full_clean()
+            attribute(duty, acting_user=service_account(), reason="Scheduled site duty")
+            duty.save()
+            _plan_reminders(duty)
+        created += 1
+    return created

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from followups.services import sweep_due_reminders
+from followups.services import ensure_site_duties, sweep_due_reminders
 
 
 @shared_task(
@@ -13,3 +13,9 @@ from followups.services import sweep_due_reminders
 def sweep_reminders() -> dict[str, int]:
     """Beat sends this every minute; overlapping runs are safe (rows are claimed)."""
     return sweep_due_reminders()
+
+
+@shared_task(name="followups.tasks.site_duties", ignore_result=True, time_limit=110)
+def site_duties() -> int:
+    """Daily: the biennial controlled-substance inventory duty of each site (SPEC §F6)."""
+    return ensure_site_duties()

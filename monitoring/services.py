@@ -371,7 +371,7 @@ def dose_record(
                 due_at=planned.due_at,
                 window_minutes=planned.window_minutes,
             )
-        _satisfy_checks(session)
+        _satisfy_checks(session, acting_user)
         return record
 
 
@@ -495,7 +495,7 @@ def _vitals_record(*, session, acting_user, measured_at, client_token, **values)
     reading.save()
     if not reading.is_predose:
         _raise_alerts(session, reading)
-    _satisfy_checks(session)
+    _satisfy_checks(session, acting_user)
     return reading
 
 
@@ -531,7 +531,7 @@ def _raise_alerts(session: TreatmentSession, reading: VitalReading) -> list[Aler
     return alerts
 
 
-def _satisfy_checks(session: TreatmentSession) -> None:
+def _satisfy_checks(session: TreatmentSession, acting_user: User) -> None:
     """Mark due checks met by a valid reading (or CADSS) inside their window."""
     readings = list(session.vitals.filter(entered_in_error_at__isnull=True))
     cadss = list(session.observations.filter(kind="cadss", cadss_total__isnull=False))
@@ -549,7 +549,7 @@ def _satisfy_checks(session: TreatmentSession) -> None:
             ]
         if times:
             check.satisfied_at = min(times)
-            attribute(check, acting_user=session.created_by, reason="Recorded in window")
+            attribute(check, acting_user=acting_user, reason="Recorded in window")
             check.save(update_fields=["satisfied_at"])
 
 
@@ -634,7 +634,7 @@ def observation_record(
     observation.full_clean()
     attribute(observation, acting_user=acting_user, reason="Recorded")
     observation.save()
-    _satisfy_checks(session)
+    _satisfy_checks(session, acting_user)
     return observation
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.http import HttpRequest
 from django.urls import reverse
@@ -20,6 +20,7 @@ class NavItem:
     icon: str
     url_prefix: str
     badge: int | None = None
+    active: bool = False
 
 
 def _nav_items(user) -> list[NavItem]:
@@ -38,7 +39,8 @@ def _nav_items(user) -> list[NavItem]:
         items.append(NavItem("Sign-off", url, "pen", url, badge=signoff_queue_count(user=user)))
     if user.has_perm("protocols.view_protocolversion"):
         url = reverse("protocols:list")
-        items.append(NavItem("Protocols", url, "journal-medical", url))
+        # Assessments and the sign-off queue live under /protocols/ too: not this section.
+        items.append(NavItem("Protocols", url, "journal-medical", url + "versions/"))
     if user.has_perm("patients.view_consenttemplate"):
         url = reverse("patients:template_list")
         items.append(NavItem("Consents", url, "file-earmark-text", url))
@@ -56,8 +58,14 @@ def navigation(request: HttpRequest) -> dict:
     if user is None or not user.is_authenticated:
         return {}
     site_ids = user.site_ids
+    items = _nav_items(user)
+    # The section is the longest prefix of the path (sign-off lives under /protocols/ too).
+    matching = [i for i in items if request.path == i.url or request.path.startswith(i.url_prefix)]
+    if matching:
+        best = max(matching, key=lambda i: len(i.url_prefix))
+        items = [replace(i, active=i is best) for i in items]
     return {
-        "nav_items": _nav_items(user),
+        "nav_items": items,
         "current_site": getattr(request, "site", None),
         # Only users of several sites get a switcher; one query, bounded by their memberships.
         "switchable_sites": list(Site.objects.filter(pk__in=site_ids)) if len(site_ids) > 1 else [],

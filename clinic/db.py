@@ -117,6 +117,10 @@ BEGIN
   IF TG_OP = 'DELETE' THEN
     RAISE EXCEPTION 'vigil: rows of % are never deleted', TG_TABLE_NAME;
   END IF;
+  -- Re-saving a row unchanged (fixture reloads) is harmless; any change is refused.
+  IF to_jsonb(NEW) = to_jsonb(OLD) THEN
+    RETURN NEW;
+  END IF;
   IF to_jsonb(OLD) ->> TG_ARGV[0] IS NOT NULL THEN
     RAISE EXCEPTION 'vigil: row % of % is final (% is set)', OLD.id, TG_TABLE_NAME, TG_ARGV[0];
   END IF;
@@ -125,8 +129,14 @@ END $$ LANGUAGE plpgsql;
 """
 
 
-def refuse_changes_once_set(table: str, column: str) -> migrations.RunPython:
-    """Rows whose `column` is set (e.g. published_at) are final: UPDATE and DELETE refused."""
+def refuse_changes_once_set(
+    table: str, column: str, watched: tuple[str, ...]
+) -> migrations.RunPython:
+    """Rows whose `column` is set (e.g. published_at) are final: UPDATE and DELETE refused.
+
+    SQLite compares the `watched` columns so that an unchanged re-save passes, as on PostgreSQL.
+    """
+    changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in watched)
     postgresql = [
         _PG_ONCE_SET_FUNCTION,
         f"CREATE TRIGGER {table}_{column}_final BEFORE UPDATE OR DELETE ON {table} "
@@ -134,7 +144,7 @@ def refuse_changes_once_set(table: str, column: str) -> migrations.RunPython:
     ]
     sqlite = [
         f"CREATE TRIGGER {table}_{column}_final BEFORE UPDATE ON {table} "
-        f"WHEN OLD.{column} IS NOT NULL "
+        f"WHEN OLD.{column} IS NOT NULL AND ({changed}) "
         f"BEGIN SELECT RAISE(ABORT, 'vigil: row of {table} is final'); END;"
     ]
     return migrations.RunPython(

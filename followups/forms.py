@@ -88,7 +88,7 @@ class FollowUpForm(forms.Form):
         self.ask_cssrs = psychiatric
         if psychiatric:
             for key, text in instruments.CSSRS_QUESTIONS:
-                self.fields[f"cssrs_{key}"] = yes_no_field(text)
+                self.fields[f"cssrs_{key}"] = yes_no_field(instruments.cssrs_label(key, text))
             sections.append(
                 Fieldset(
                     "C-SSRS since the last contact",

@@ -10,6 +10,7 @@ from crispy_forms.layout import HTML, Column, Div, Fieldset, Layout, Row
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
+from django.utils.text import capfirst
 
 from clinic.models import Role, User
 from patients.forms import reject_control_characters
@@ -72,7 +73,7 @@ class AssessmentForm(forms.ModelForm):
         self.rules = assessment.course.protocol_version.parsed
         for name in self.BOOLEAN_FIELDS:
             label = Assessment._meta.get_field(name).verbose_name
-            self.fields[name] = yes_no_field(str(label).capitalize())
+            self.fields[name] = yes_no_field(capfirst(str(label)))
             self.initial[name] = _yes_no_initial(getattr(assessment, name))
         for name in ("ketamine_pcp_use", "pregnancy"):
             # Radios: no blank choice; leaving the group unanswered means "not yet asked".
@@ -116,7 +117,7 @@ class AssessmentForm(forms.ModelForm):
             )
         answers = assessment.cssrs_answers or {}
         for key, text in instruments.CSSRS_QUESTIONS:
-            self.fields[f"cssrs_{key}"] = yes_no_field(text)
+            self.fields[f"cssrs_{key}"] = yes_no_field(instruments.cssrs_label(key, text))
             self.initial[f"cssrs_{key}"] = _yes_no_initial(answers.get(key))
         given = assessment.contraindications or {}
         contraindication_rows = []
@@ -346,11 +347,19 @@ class ProtocolVersionForm(forms.Form):
 
     def clean_rules(self) -> dict:
         try:
-            data = json.loads(self.cleaned_data["rules"])
+            data = json.loads(self.cleaned_data["rules"], parse_constant=_refuse_constant)
         except json.JSONDecodeError as error:
             raise ValidationError(RULES_NOT_JSON.format(error=error.msg)) from error
+        except (RecursionError, ValueError) as error:
+            raise ValidationError(RULES_NOT_JSON.format(error=error)) from error
+        if "\\u0000" in json.dumps(data):
+            raise ValidationError(RULES_NOT_JSON.format(error="a NUL character"))
         parse_rules(data)  # raises a ValidationError naming the faulty part
         return data
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number")
 
 
 def version_rules_json(version: ProtocolVersion) -> str:

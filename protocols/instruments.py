@@ -150,6 +150,11 @@ CSSRS_QUESTIONS = (
 CSSRS_SKIPPED = ("q3", "q4", "q5")
 
 
+def cssrs_label(key: str, text: str) -> str:
+    """'2. Have you…' — numbered as the skip instructions refer to them."""
+    return f"{key[1]}. {text}" if key[1:].isdigit() else f"6b. {text}"
+
+
 class CssrsRisk:
     NONE = "none"
     LOW = "low"

@@ -186,6 +186,14 @@ def parse_rules(data: Any) -> ProtocolRules:
     """Validate and parse a rules document; raises ValidationError naming the faulty part."""
     if not isinstance(data, dict):
         raise ValidationError("The rules must be a JSON object.")
+    try:
+        return _parse(data)
+    except (TypeError, AttributeError, ValueError, KeyError) as exc:
+        # A part of the wrong shape (a number where a list belongs, a list inside a list...).
+        raise ValidationError(f"rules: a part has the wrong shape ({exc}).") from exc
+
+
+def _parse(data: dict) -> ProtocolRules:
     where = "rules"
     contraindications = tuple(
         _dataclass(Contraindication, item, f"contraindications[{i}]")
@@ -193,6 +201,11 @@ def parse_rules(data: Any) -> ProtocolRules:
     )
     if any(c.severity not in SEVERITIES for c in contraindications):
         raise ValidationError("contraindications: severity is 'absolute' or 'relative'.")
+    codes = [c.code for c in contraindications]
+    if any(not isinstance(code, str) or not code.strip() for code in codes) or len(
+        set(codes)
+    ) != len(codes):
+        raise ValidationError("contraindications: each code is a unique, non-empty text.")
     plausibility = {
         field: _limit(value, f"plausibility.{field}")
         for field, value in _require(data, "plausibility", dict, where).items()

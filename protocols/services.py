@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from clinic import signatures
 from clinic.models import Notification, Role, Signature, User
@@ -200,6 +201,8 @@ ASSESSMENT_FIELDS = (
     "contraindications",
 )
 VITAL_FIELDS = ("sbp", "dbp", "hr", "rr", "spo2", "weight_kg")
+# The contraindication the pregnancy status answers too (its code in the rules).
+PREGNANCY_CODE = "pregnancy"
 
 
 def plausibility_errors(rules: ProtocolRules, values: dict[str, Any]) -> dict[str, str]:
@@ -277,6 +280,8 @@ def assessment_update(*, assessment: Assessment, acting_user: User, **fields: An
         raise ValidationError(errors)
     was_flagged = assessment.suicide_risk_flag
     changed = [name for name, value in fields.items() if getattr(assessment, name) != value]
+    if not changed:
+        return assessment  # nothing to record: no empty history row
     for name in changed:
         setattr(assessment, name, fields[name])
     _score(assessment)
@@ -319,7 +324,7 @@ def assessment_missing_items(assessment: Assessment) -> list[str]:
         "pregnancy",
     ):
         if not getattr(assessment, name):
-            missing.append(labels[name].capitalize())
+            missing.append(capfirst(labels[name]))
     for name in (
         "psychosis_personal",
         "mania_personal",
@@ -331,13 +336,19 @@ def assessment_missing_items(assessment: Assessment) -> list[str]:
         "opioids",
     ):
         if getattr(assessment, name) is None:
-            missing.append(labels[name].capitalize() + ": yes or no")
+            missing.append(capfirst(labels[name]) + ": yes or no")
     for name in VITAL_FIELDS:
         if getattr(assessment, name) is None:
             missing.append(f"Baseline {labels[name]}")
     answers = assessment.contraindications or {}
     for item in rules.contraindications:
         answer = answers.get(item.code) or {}
+        if (
+            item.code == PREGNANCY_CODE
+            and assessment.pregnancy == Assessment.Pregnancy.PREGNANT
+            and answer.get("present") is False
+        ):
+            missing.append(f"Contraindication: {item.label}: the pregnancy status says pregnant")
         if answer.get("present") is None:
             missing.append(f"Contraindication: {item.label}: yes or no")
         elif answer["present"] and not item.is_absolute and not answer.get("note", "").strip():
@@ -363,7 +374,7 @@ def assessment_submit(*, assessment: Assessment, acting_user: User) -> Assessmen
         raise ValidationError("Only a draft can be submitted.")
     missing = assessment_missing_items(assessment)
     if missing:
-        raise ValidationError(missing, code="incomplete")
+        raise ValidationError([ValidationError(item, code="incomplete") for item in missing])
     assessment.status = Assessment.Status.SUBMITTED
     assessment.submitted_at = timezone.now()
     assessment.submitted_by = acting_user
@@ -381,10 +392,12 @@ def assessment_submit(*, assessment: Assessment, acting_user: User) -> Assessmen
 def absolute_contraindications_present(assessment: Assessment) -> list[str]:
     rules = assessment.course.protocol_version.parsed
     answers = assessment.contraindications or {}
+    pregnant = assessment.pregnancy == Assessment.Pregnancy.PREGNANT
     return [
         c.label
         for c in rules.contraindications
-        if c.is_absolute and (answers.get(c.code) or {}).get("present")
+        if c.is_absolute
+        and ((answers.get(c.code) or {}).get("present") or (pregnant and c.code == PREGNANCY_CODE))
     ]
 
 
@@ -430,6 +443,10 @@ def _assessment_sign(
     assessment.locked_at = signature.signed_at
     attribute(assessment, acting_user=signer, reason=f"Signed: {meaning}")
     assessment.save(update_fields=["override_reason", "status", "signed_at", "locked_at"])
+    # The "waiting for your sign-off" notice is done with.
+    Notification.objects.filter(
+        recipient=signer, url=assessment_url(assessment), read_at__isnull=True
+    ).update(read_at=signature.signed_at)
     course = assessment.course
     if approve and course.status == TreatmentCourse.Status.ASSESSMENT_PENDING:
         course.status = TreatmentCourse.Status.ACTIVE

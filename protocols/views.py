@@ -213,8 +213,14 @@ def assessment_submit(request: HttpRequest, assessment_id: int) -> HttpResponse:
     )
     try:
         services.assessment_submit(assessment=assessment, acting_user=request.user)
-    except ValidationError:
-        messages.error(request, "Not submitted: some items are missing (listed at the top).")
+    except ValidationError as error:
+        incomplete = any(getattr(e, "code", None) == "incomplete" for e in error.error_list)
+        messages.error(
+            request,
+            "Not submitted: some items are missing (listed at the top)."
+            if incomplete
+            else " ".join(error.messages),
+        )
         return redirect("protocols:assessment_edit", assessment_id=assessment.pk)
     messages.success(request, "Submitted. The responsible psychiatrist has been notified.")
     return redirect("protocols:assessment_detail", assessment_id=assessment.pk)

@@ -8,4 +8,11 @@ from clinic.db import refuse_changes_once_set
 class Migration(migrations.Migration):
     dependencies = [("protocols", "0002_default_protocols_roles_guards")]
 
-    operations = [refuse_changes_once_set("protocols_protocolversion", "published_at")]
+    operations = [
+        refuse_changes_once_set(
+            "protocols_protocolversion",
+            "published_at",
+            watched=("protocol_id", "version", "rules", "change_summary", "published_at",
+                     "published_by_id", "created_by_id"),
+        )
+    ]

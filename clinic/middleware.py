@@ -5,11 +5,28 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.utils import timezone
 
-from clinic.models import Site
+from clinic.models import RecordLocked, Site
 
 SESSION_KEY = "vigil_site_id"
+
+
+class RecordLockedMiddleware:
+    """Last line behind the services: a change that reached a locked record answers 409 with
+    a clear page, never a server error (SPEC §N5)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if isinstance(exception, RecordLocked):
+            return render(request, "clinic/locked.html", {"message": str(exception)}, status=409)
+        return None
 
 
 class CurrentSiteMiddleware:

@@ -65,6 +65,7 @@ MIDDLEWARE = [
     # Every page needs a login, except the few views marked with login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "clinic.middleware.CurrentSiteMiddleware",
+    "clinic.middleware.RecordLockedMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
 ]
 

@@ -114,13 +114,17 @@ def start_gate(session: TreatmentSession, *, at: datetime | None = None) -> list
         Condition("assessment", "Pre-treatment assessment approved and current", met, detail, chart)
     )
 
-    high_risk = signed is not None and signed.cssrs_risk == CssrsRisk.HIGH
+    latest_screen = latest_cssrs(patient, at=at)
+    high_risk = latest_screen is not None and latest_screen[1] == CssrsRisk.HIGH
     conditions.append(
         Condition(
             "suicide-risk",
             "No open high suicide risk",
             not high_risk,
-            "C-SSRS risk is high on the latest signed assessment." if high_risk else "",
+            f"The latest C-SSRS ({timezone.localtime(latest_screen[0]):%d %b %Y}) is high risk: "
+            "the psychiatrist reviews before any dose."
+            if high_risk
+            else "",
             chart,
         )
     )
@@ -162,6 +166,25 @@ def start_gate(session: TreatmentSession, *, at: datetime | None = None) -> list
             )
         )
     return conditions
+
+
+def latest_cssrs(patient, *, at: datetime) -> tuple[datetime, str] | None:
+    """The patient's most recent C-SSRS result, from assessments or follow-ups (SPEC §G3)."""
+    from followups.models import FollowUp
+
+    screens = [
+        (a.created_at, a.cssrs_risk)
+        for a in Assessment.objects.filter(patient=patient, created_at__lte=at)
+        .exclude(cssrs_risk="")
+        .order_by("-created_at")[:1]
+    ]
+    screens += [
+        (f.completed_at, f.cssrs_risk)
+        for f in FollowUp.objects.filter(patient=patient, completed_at__lte=at)
+        .exclude(cssrs_risk="")
+        .order_by("-completed_at")[:1]
+    ]
+    return max(screens, default=None)
 
 
 def observation_ends_at(session: TreatmentSession) -> datetime | None:

@@ -575,6 +575,8 @@ def vitals_mark_error(*, reading: VitalReading, acting_user: User, reason: str) 
 @transaction.atomic
 def alert_acknowledge(*, alert: Alert, acting_user: User, action_taken: str) -> Alert:
     session = _locked_session(alert.session)
+    if session.is_locked:
+        raise ValidationError("This session is discharged and locked.")
     if not _on_site_clinician(acting_user, session, Role.ANESTHESIOLOGIST, Role.PSYCHIATRIST):
         raise PermissionDenied("Alerts are acknowledged by the anesthesiologist or psychiatrist.")
     alert = Alert.objects.select_for_update().get(pk=alert.pk)

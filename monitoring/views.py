@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -48,6 +49,10 @@ DOSE = "monitoring.dose_treatmentsession"
 
 def _is_htmx(request: HttpRequest) -> bool:
     return request.headers.get("HX-Request") == "true"
+
+
+def session_url(session) -> str:
+    return reverse("monitoring:session", kwargs={"session_id": session.pk})
 
 
 def _to_session(session_id: int) -> HttpResponse:
@@ -98,6 +103,13 @@ def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
 @require_POST
 def vitals_new(request: HttpRequest, session_id: int) -> HttpResponse:
     session = get_session_for_user(user=request.user, session_id=session_id, permission=DOSE)
+    if not session.is_active:
+        messages.error(request, "Nothing saved: this session is not in progress.")
+        response = _to_session(session.pk)
+        if _is_htmx(request):
+            response = HttpResponse(status=204)
+            response["HX-Redirect"] = session_url(session)
+        return response
     form = VitalsForm(request.POST)
     saved = False
     if form.is_valid():

@@ -113,17 +113,25 @@ def refuse_changes_to_children_of_locked(parent: str, *children: str) -> migrati
 
 _PG_ONCE_SET_FUNCTION = """
 CREATE OR REPLACE FUNCTION vigil_refuse_once_set() RETURNS trigger AS $$
+DECLARE
+  i int;
 BEGIN
   IF TG_OP = 'DELETE' THEN
     RAISE EXCEPTION 'vigil: rows of % are never deleted', TG_TABLE_NAME;
   END IF;
-  -- Re-saving a row unchanged (fixture reloads) is harmless; any change is refused.
-  IF to_jsonb(NEW) = to_jsonb(OLD) THEN
+  IF to_jsonb(OLD) ->> TG_ARGV[0] IS NULL THEN
     RETURN NEW;
   END IF;
-  IF to_jsonb(OLD) ->> TG_ARGV[0] IS NOT NULL THEN
+  -- A final row may be re-saved unchanged (fixture reloads serialize times to milliseconds).
+  IF date_trunc('milliseconds', (to_jsonb(NEW) ->> TG_ARGV[0])::timestamptz)
+     IS DISTINCT FROM date_trunc('milliseconds', (to_jsonb(OLD) ->> TG_ARGV[0])::timestamptz) THEN
     RAISE EXCEPTION 'vigil: row % of % is final (% is set)', OLD.id, TG_TABLE_NAME, TG_ARGV[0];
   END IF;
+  FOR i IN 1 .. TG_NARGS - 1 LOOP
+    IF (to_jsonb(NEW) -> TG_ARGV[i]) IS DISTINCT FROM (to_jsonb(OLD) -> TG_ARGV[i]) THEN
+      RAISE EXCEPTION 'vigil: row % of % is final (% is set)', OLD.id, TG_TABLE_NAME, TG_ARGV[0];
+    END IF;
+  END LOOP;
   RETURN NEW;
 END $$ LANGUAGE plpgsql;
 """
@@ -132,16 +140,18 @@ END $$ LANGUAGE plpgsql;
 def refuse_changes_once_set(
     table: str, column: str, watched: tuple[str, ...]
 ) -> migrations.RunPython:
-    """Rows whose `column` is set (e.g. published_at) are final: UPDATE and DELETE refused.
-
-    SQLite compares the `watched` columns so that an unchanged re-save passes, as on PostgreSQL.
-    """
-    changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in watched)
+    """Rows whose `column` (a time, e.g. published_at) is set are final: a change to it or to
+    any `watched` column, and any DELETE, is refused. Re-saving the row unchanged passes."""
+    arguments = ", ".join(f"'{c}'" for c in (column, *watched))
     postgresql = [
         _PG_ONCE_SET_FUNCTION,
         f"CREATE TRIGGER {table}_{column}_final BEFORE UPDATE OR DELETE ON {table} "
-        f"FOR EACH ROW EXECUTE FUNCTION vigil_refuse_once_set('{column}');",
+        f"FOR EACH ROW EXECUTE FUNCTION vigil_refuse_once_set({arguments});",
     ]
+    changed = " OR ".join(
+        [f"substr(NEW.{column}, 1, 23) IS NOT substr(OLD.{column}, 1, 23)"]
+        + [f"NEW.{c} IS NOT OLD.{c}" for c in watched]
+    )
     sqlite = [
         f"CREATE TRIGGER {table}_{column}_final BEFORE UPDATE ON {table} "
         f"WHEN OLD.{column} IS NOT NULL AND ({changed}) "

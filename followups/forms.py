@@ -24,6 +24,14 @@ SIDE_EFFECTS = (
 )
 
 
+def side_effects_reported(followup: FollowUp) -> list[str] | None:
+    """The side effects answered yes, in words; None when the screen was not done."""
+    answers = followup.side_effects or {}
+    if not any(value is not None for value in answers.values()):
+        return None
+    return [label for key, label in SIDE_EFFECTS if answers.get(key)]
+
+
 class FollowUpForm(forms.Form):
     contact_method = forms.ChoiceField(
         choices=[("", "— choose —"), *FollowUp.ContactMethod.choices], required=False

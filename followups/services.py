@@ -207,7 +207,12 @@ FOLLOWUP_CLOSED = "This follow-up is already closed."
 
 
 def _check_open(followup: FollowUp) -> FollowUp:
-    followup = FollowUp.objects.select_for_update().select_related("course").get(pk=followup.pk)
+    # of=self: PostgreSQL cannot lock the nullable side of the outer join to the course.
+    followup = (
+        FollowUp.objects.select_for_update(of=("self",))
+        .select_related("course")
+        .get(pk=followup.pk)
+    )
     if followup.state != FollowUp.State.OPEN:
         raise ValidationError(FOLLOWUP_CLOSED)
     return followup
@@ -451,7 +456,7 @@ def sweep_due_reminders(*, now: datetime | None = None, limit: int = 500) -> dic
     for pk in _claim(now, limit, worker):
         with transaction.atomic():
             reminder = (
-                Reminder.objects.select_for_update()
+                Reminder.objects.select_for_update(of=("self",))
                 .select_related("recipient", "followup__site")
                 .get(pk=pk)
             )

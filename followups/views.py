@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from clinic import signatures
 from clinic.forms import apply_errors, form_data
 from followups import services
-from followups.forms import FollowUpForm, ReasonForm
+from followups.forms import FollowUpForm, ReasonForm, side_effects_reported
 from followups.permissions import get_followup_for_user
 from followups.selectors import worklist_for_user
 
@@ -41,6 +41,7 @@ def complete(request: HttpRequest, followup_id: int) -> HttpResponse:
             {
                 "followup": followup,
                 "signatures": signatures.signatures_for(followup),
+                "side_effects": side_effects_reported(followup),
             },
         )
     if not request.user.has_perm("followups.complete_followup"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from protocols.rules import AlertRule, ProtocolRules, ScheduledCheck
@@ -56,7 +56,9 @@ def evaluate_reading(
             if not any(
                 rule.matches(_value(other, rule.field))
                 for other in earlier
-                if timedelta(0) < reading.measured_at - other.measured_at <= window
+                if other is not reading
+                and getattr(other, "pk", None) != getattr(reading, "pk", object())
+                and abs(reading.measured_at - other.measured_at) <= window
             ):
                 continue
         raised.append(RaisedAlert(rule.level, rule.field, rule.message))
@@ -83,10 +85,13 @@ class PlannedCheck:
     measures: tuple[str, ...]
     due_at: datetime | None
     window_minutes: int
+    window_before_minutes: int
 
 
 def anchor_times(rules: ProtocolRules, *, dose_started_at: datetime) -> dict[str, datetime | None]:
     """When each schedule anchor falls, from the dose start (UTC arithmetic: DST-safe)."""
+    # Aware datetimes in a zone with DST add minutes as wall-clock time: work in UTC.
+    dose_started_at = dose_started_at.astimezone(UTC)
     infusion_minutes = rules.dose.get("infusion_minutes")
     infusion_end = (
         dose_started_at + timedelta(minutes=infusion_minutes) if infusion_minutes else None
@@ -106,6 +111,7 @@ def anchor_times(rules: ProtocolRules, *, dose_started_at: datetime) -> dict[str
 
 def plan_checks(rules: ProtocolRules, *, dose_started_at: datetime) -> list[PlannedCheck]:
     """The required checks of the schedule (SPEC §M6, §D), due times materialized."""
+    dose_started_at = dose_started_at.astimezone(UTC)
     anchors = anchor_times(rules, dose_started_at=dose_started_at)
     planned: list[PlannedCheck] = []
     for check in rules.schedule:
@@ -115,11 +121,24 @@ def plan_checks(rules: ProtocolRules, *, dose_started_at: datetime) -> list[Plan
 
 def _occurrences(check: ScheduledCheck, anchors: dict) -> list[PlannedCheck]:
     anchor = anchors.get(check.anchor)
+    before = (
+        check.window_before_minutes
+        if check.window_before_minutes is not None
+        else check.window_minutes
+    )
     if check.anchor == "discharge" or anchor is None:
-        return [PlannedCheck(check.code, check.label, check.measures, None, check.window_minutes)]
+        return [
+            PlannedCheck(
+                check.code, check.label, check.measures, None, check.window_minutes, before
+            )
+        ]
     first = anchor + timedelta(minutes=check.offset_minutes)
     if not check.repeat_every_minutes:
-        return [PlannedCheck(check.code, check.label, check.measures, first, check.window_minutes)]
+        return [
+            PlannedCheck(
+                check.code, check.label, check.measures, first, check.window_minutes, before
+            )
+        ]
     until = (
         anchors["observation_end"]
         if check.repeat_until == "discharge"
@@ -135,6 +154,7 @@ def _occurrences(check: ScheduledCheck, anchors: dict) -> list[PlannedCheck]:
                 check.measures,
                 due,
                 check.window_minutes,
+                before,
             )
         )
         due, n = due + step, n + 1
@@ -143,4 +163,4 @@ def _occurrences(check: ScheduledCheck, anchors: dict) -> list[PlannedCheck]:
 
 def minutes_between(start: datetime, end: datetime) -> int:
     """Whole minutes elapsed; aware datetimes subtract in UTC, so DST changes do not count."""
-    return int((end - start).total_seconds() // 60)
+    return int((end.astimezone(UTC) - start.astimezone(UTC)).total_seconds() // 60)

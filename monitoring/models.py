@@ -409,7 +409,10 @@ class RequiredCheck(SessionChild):
     label = models.CharField(max_length=120)
     measures = models.JSONField()
     due_at = models.DateTimeField(null=True, blank=True, help_text="Empty: due before discharge.")
-    window_minutes = models.PositiveSmallIntegerField()
+    window_minutes = models.PositiveSmallIntegerField(help_text="Minutes after the due time.")
+    window_before_minutes = models.PositiveSmallIntegerField(
+        default=0, help_text="Minutes before the due time a reading still counts."
+    )
     overdue_at = models.DateTimeField(
         null=True, blank=True, help_text="End of the window: unrecorded after this, it is overdue."
     )

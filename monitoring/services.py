@@ -287,8 +287,13 @@ def dose_record(
             errors["lot"] = f"Choose a {rules.drug} lot held at this site."
         elif lot.expires_on < timezone.localdate(now):
             errors["lot"] = "This lot has expired."
+        predose = gates.latest_valid_predose(session)
         if started_at > now + FUTURE_TOLERANCE or started_at < session.checked_in_at:
             errors["started_at"] = "The start must be between check-in and now."
+        elif predose is not None and started_at < predose.measured_at:
+            errors["started_at"] = (
+                "The dose cannot start before the pre-dose vitals it relies on were measured."
+            )
         if not _on_site_clinician(prescriber, session, Role.PSYCHIATRIST):
             errors["prescriber"] = "The prescriber must be a psychiatrist present at the site."
         if dose_mg <= 0:
@@ -370,6 +375,10 @@ def dose_record(
                 measures=list(planned.measures),
                 due_at=planned.due_at,
                 window_minutes=planned.window_minutes,
+                window_before_minutes=planned.window_before_minutes,
+                overdue_at=planned.due_at + timedelta(minutes=planned.window_minutes)
+                if planned.due_at
+                else None,
             )
         _satisfy_checks(session, acting_user)
         return record
@@ -502,9 +511,10 @@ def _vitals_record(*, session, acting_user, measured_at, client_token, **values)
 def _raise_alerts(session: TreatmentSession, reading: VitalReading) -> list[Alert]:
     valid = session.vitals.filter(entered_in_error_at__isnull=True).exclude(pk=reading.pk)
     baseline = valid.filter(is_predose=True).order_by("-measured_at", "-id").first()
+    # Either side: a back-dated reading can complete a two-readings rule too (SPEC §M3).
     earlier = valid.filter(
-        measured_at__lt=reading.measured_at,
         measured_at__gte=reading.measured_at - timedelta(hours=1),
+        measured_at__lte=reading.measured_at + timedelta(hours=1),
     )
     alerts = []
     for raised in evaluate_reading(
@@ -536,8 +546,8 @@ def _satisfy_checks(session: TreatmentSession, acting_user: User) -> None:
     readings = list(session.vitals.filter(entered_in_error_at__isnull=True))
     cadss = list(session.observations.filter(kind="cadss", cadss_total__isnull=False))
     for check in session.checks.filter(satisfied_at__isnull=True, due_at__isnull=False):
-        window = timedelta(minutes=check.window_minutes)
-        low, high = check.due_at - window, check.due_at + window
+        low = check.due_at - timedelta(minutes=check.window_before_minutes)
+        high = check.due_at + timedelta(minutes=check.window_minutes)
         if check.measures == ["cadss"]:
             times = [o.observed_at for o in cadss if low <= o.observed_at <= high]
         else:

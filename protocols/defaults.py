@@ -334,6 +334,7 @@ ESKETAMINE_REMS = {
             "anchor": "first_device",
             "offset_minutes": 40,
             "window_minutes": 10,
+            "window_before_minutes": 5,  # SPEC §D: window 35–50 min
         },
         {
             "code": "spo2",

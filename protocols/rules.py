@@ -82,6 +82,8 @@ class ScheduledCheck:
     window_minutes: int
     repeat_every_minutes: int | None = None
     repeat_until: str | None = None  # an anchor
+    # Minutes before the due time a reading still counts; None: the same as window_minutes.
+    window_before_minutes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ class Migration(migrations.Migration):
         refuse_changes_once_set(
             "protocols_protocolversion",
             "published_at",
-            watched=("protocol_id", "version", "rules", "change_summary", "published_at",
-                     "published_by_id", "created_by_id"),
+            watched=("protocol_id", "version", "rules", "change_summary", "published_by_id"),
         )
     ]

@@ -61,7 +61,10 @@ def patient(site, nurse):
 def answer(page: Page, question: str | re.Pattern, option: str) -> None:
     """Click a radio by its label inside the group named by its legend."""
     if isinstance(question, str):
-        group = page.get_by_role("group", name=question, exact=True)
+        # The whole question, after its number if the form numbers it ("2. Have you…").
+        literal = re.sub(r"([.^$*+?()\[\]{}|\\/])", r"\\\1", question)  # Playwright-safe
+        pattern = re.compile(r"^(\d+b?\. )?" + literal + "$")
+        group = page.get_by_role("group", name=pattern)
     else:
         group = page.get_by_role("group", name=question)
     group.get_by_label(option, exact=True).check()

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
             "patients_consenttemplate",
             "published_at",
             watched=("kind", "version", "title", "text", "validity_days", "requires_reconsent",
-                     "text_sha256", "published_at", "published_by_id", "created_by_id"),
+                     "text_sha256", "published_by_id"),
         )
     ]

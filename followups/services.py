@@ -230,7 +230,19 @@ def followup_cancel(*, followup: FollowUp, acting_user: User, reason: str) -> Fo
         return followup
 
 
+def _check_may_close(followup: FollowUp, user: User) -> None:
+    """The assigned role (or a psychiatrist, except for administrative duties), of the site."""
+    if not (
+        user.has_role(Role(followup.assigned_role))
+        or (user.has_role(Role.PSYCHIATRIST) and followup.assigned_role != Role.ADMINISTRATOR)
+    ):
+        raise PermissionDenied(f"This follow-up is for the {followup.assigned_role} role.")
+    if followup.site_id not in user.site_ids:
+        raise PermissionDenied("This follow-up belongs to another site.")
+
+
 def followup_mark_missed(*, followup: FollowUp, acting_user: User, reason: str) -> FollowUp:
+    _check_may_close(followup, acting_user)
     with transaction.atomic():
         followup = _check_open(followup)
         if not reason.strip():
@@ -273,15 +285,7 @@ def followup_complete(
     *, followup: FollowUp, acting_user: User, password: str | None = None, **fields
 ) -> FollowUp:
     """Record the follow-up (SPEC §F2); psychiatric reviews are signed with the password."""
-    if not (
-        acting_user.has_role(Role(followup.assigned_role))
-        or (
-            acting_user.has_role(Role.PSYCHIATRIST) and followup.assigned_role != Role.ADMINISTRATOR
-        )
-    ):
-        raise PermissionDenied(f"This follow-up is for the {followup.assigned_role} role.")
-    if followup.site_id not in acting_user.site_ids:
-        raise PermissionDenied("This follow-up belongs to another site.")
+    _check_may_close(followup, acting_user)
     if followup.signed_by_psychiatrist:
         if not acting_user.has_role(Role.PSYCHIATRIST):
             raise PermissionDenied("This review is signed by a psychiatrist.")

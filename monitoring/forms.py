@@ -164,12 +164,13 @@ class VitalsForm(forms.Form):
         decimal_places=1,
         widget=forms.NumberInput(attrs=DECIMAL),
     )
-    moaas = forms.TypedChoiceField(
+    # A number, not a select: Enter in the last field of the set must save it.
+    moaas = forms.IntegerField(
         label="MOAA/S",
         required=False,
-        coerce=int,
-        empty_value=None,
-        choices=[("", "—"), *[(str(v), str(v)) for v in range(5, -1, -1)]],
+        min_value=0,
+        max_value=5,
+        widget=forms.NumberInput(attrs={**NUMERIC, "min": 0, "max": 5}),
     )
     measured_at = forms.DateTimeField(
         label="Measured at",
@@ -184,11 +185,6 @@ class VitalsForm(forms.Form):
         self.initial.setdefault("client_token", uuid.uuid4())
         for name in ("sbp", "dbp", "hr", "rr", "spo2"):
             self.fields[name].widget.attrs.update(min=0, max=999)
-        for name, field in self.fields.items():
-            css = "form-select" if name == "moaas" else "form-control"
-            if self.errors.get(name) if self.is_bound else False:
-                css += " is-invalid"
-            field.widget.attrs["class"] = css
 
 
 class ReasonForm(forms.Form):

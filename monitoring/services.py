@@ -288,7 +288,9 @@ def dose_record(
         elif lot.expires_on < timezone.localdate(now):
             errors["lot"] = "This lot has expired."
         predose = gates.latest_valid_predose(session)
-        if started_at > now + FUTURE_TOLERANCE or started_at < session.checked_in_at:
+        # Minute precision: the form's default start is the current minute.
+        checked_in_minute = session.checked_in_at.replace(second=0, microsecond=0)
+        if started_at > now + FUTURE_TOLERANCE or started_at < checked_in_minute:
             errors["started_at"] = "The start must be between check-in and now."
         elif predose is not None and started_at < predose.measured_at:
             errors["started_at"] = (

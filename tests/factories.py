@@ -81,9 +81,7 @@ class ConsentTemplateFactory(factory.django.DjangoModelFactory):
     created_by = factory.SubFactory(UserFactory)
     published_at = factory.LazyFunction(timezone.now)
     published_by = factory.SelfAttribute("created_by")
-    text_sha256 = factory.LazyAttribute(
-        lambda t: sha256_text(t.text) if t.published_at else ""
-    )
+    text_sha256 = factory.LazyAttribute(lambda t: sha256_text(t.text) if t.published_at else "")
 
 
 class ConsentRecordFactory(factory.django.DjangoModelFactory):

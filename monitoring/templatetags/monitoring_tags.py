@@ -15,3 +15,10 @@ def minutes_since(start, now) -> int:
 @register.filter
 def overdue(due_at, now) -> bool:
     return due_at < now
+
+
+@register.filter
+def as_input(field):
+    """The field's widget with Bootstrap's classes, outlined in red when it has errors."""
+    css = "form-control is-invalid" if field.errors else "form-control"
+    return field.as_widget(attrs={"class": css})

@@ -40,7 +40,8 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => { drawChart(); tick(); setInterval(tick, 1000); });
-  document.body.addEventListener("htmx:afterSwap", (event) => {
+  // afterSettle: htmx has finished restoring attributes, so the new canvas keeps its chart.
+  document.body.addEventListener("htmx:afterSettle", (event) => {
     if (event.detail.target.id !== "session-live") return;
     drawChart();
     tick();

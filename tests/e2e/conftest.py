@@ -106,6 +106,28 @@ def _serialized_rollback_under_playwright(
     connections.close_all()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _start_from_an_empty_database(django_db_setup, django_db_blocker, _serialized_db_contents):
+    """Start each e2e module from an empty database, so that the serialized rollback only inserts:
+    after a transactional test without serialized rollback (e.g. tests/clinic) the content types
+    are re-created under new ids and a reload over them would collide. Put the migrated rows back
+    at the end for the tests that follow."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    flush = {
+        "interactive": False,
+        "inhibit_post_migrate": True,
+        "reset_sequences": False,
+        "verbosity": 0,
+    }
+    with django_db_blocker.unblock():
+        call_command("flush", **flush)
+        yield
+        call_command("flush", **flush)
+        connection.creation.deserialize_db_from_string(_serialized_db_contents["default"])
+
+
 @pytest.fixture(autouse=True)
 def _restore_migrated_rows(django_db_serialized_rollback: None) -> None:
     """Each live-server test flushes the database when it ends; a serialized rollback reloads the

@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 import time_machine
 from django.contrib.contenttypes.models import ContentType
-from django.core.management import call_command
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
@@ -88,25 +86,6 @@ SIDE_EFFECTS_UNREADABLE = (
 
 class ServerError(AssertionError):
     """The form's POST answered 5xx."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _start_from_an_empty_database(django_db_setup, django_db_blocker, _serialized_db_contents):
-    """As in test_step2_journey.py: Django's serialized rollback refuses to reload the migrated
-    rows over themselves (see tests/monitoring/test_concurrency.py,
-    test_the_migrated_rows_can_be_reloaded_over_themselves), so start empty and put the rows
-    back at the end for the tests that follow."""
-    flush = {
-        "interactive": False,
-        "inhibit_post_migrate": True,
-        "reset_sequences": False,
-        "verbosity": 0,
-    }
-    with django_db_blocker.unblock():
-        call_command("flush", **flush)
-        yield
-        call_command("flush", **flush)
-        connection.creation.deserialize_db_from_string(_serialized_db_contents["default"])
 
 
 def _persona(site, username: str, first: str, last: str, role: Role):

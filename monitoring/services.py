@@ -292,7 +292,9 @@ def dose_record(
         checked_in_minute = session.checked_in_at.replace(second=0, microsecond=0)
         if started_at > now + FUTURE_TOLERANCE or started_at < checked_in_minute:
             errors["started_at"] = "The start must be between check-in and now."
-        elif predose is not None and started_at < predose.measured_at:
+        elif predose is not None and started_at < predose.measured_at.replace(
+            second=0, microsecond=0
+        ):
             errors["started_at"] = (
                 "The dose cannot start before the pre-dose vitals it relies on were measured."
             )

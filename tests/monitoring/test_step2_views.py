@@ -844,7 +844,7 @@ BAD_VITALS = [
     ("temperature_c", {"temperature_c": "45"}, "Enter a value between 30 and 43."),
     ("temperature_c", {"temperature_c": "NaN"}, "Enter a number."),
     ("temperature_c", {"temperature_c": "36.85"}, "decimal place"),
-    ("moaas", {"moaas": "7"}, "Select a valid choice."),
+    ("moaas", {"moaas": "7"}, "less than or equal to 5"),
     ("measured_at", {"measured_at": "soon"}, "Enter a valid date/time."),
 ]
 

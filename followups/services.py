@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -26,6 +26,7 @@ from followups.models import FollowUp, Reminder
 from protocols import instruments
 from protocols.models import TreatmentCourse
 from protocols.rules import FollowUpRule, ProtocolRules
+from protocols.services import plausibility_errors
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +73,17 @@ def _create_followups(
 ) -> list[FollowUp]:
     created = []
     patient = course.patient
+    start = start.astimezone(UTC)  # add hours in real time, not wall-clock time (DST)
     for rule in rules.followups:
         if rule.on_course_completion != on_completion:
             continue
-        # A later plan replaces the open follow-ups of the same kind from an earlier session.
-        for old in FollowUp.objects.filter(
-            course=course, code__startswith=rule.code, state=FollowUp.State.OPEN
-        ):
-            followup_cancel(followup=old, acting_user=acting_user, reason=SUPERSEDED)
+        # A later plan replaces the open follow-ups of the same kind from an earlier session,
+        # except duties owed for every session (the REMS monitoring form).
+        if not rule.per_session:
+            for old in FollowUp.objects.filter(
+                course=course, code__startswith=rule.code, state=FollowUp.State.OPEN
+            ):
+                followup_cancel(followup=old, acting_user=acting_user, reason=SUPERSEDED)
         for code, label, due_at in _occurrences(rule, start):
             followup = FollowUp(
                 site=patient.home_site,
@@ -330,6 +334,13 @@ def followup_complete(
             and (fields.get("sbp") is None or fields.get("dbp") is None)
         ):
             errors["sbp"] = "Record the blood pressure at an in-person physical check."
+        if followup.course_id and (fields.get("sbp") is not None or fields.get("dbp") is not None):
+            errors.update(
+                plausibility_errors(
+                    followup.course.protocol_version.parsed,
+                    {"sbp": fields.get("sbp"), "dbp": fields.get("dbp")},
+                )
+            )
         if errors:
             raise ValidationError(errors)
         for name in COMPLETION_FIELDS:
@@ -388,10 +399,14 @@ def nudge_sweep() -> None:
     and a broker outage must never fail or slow the request (SPEC §F7)."""
 
     def send() -> None:
+        from clinic.celery import app
         from followups.tasks import sweep_reminders
 
         try:
-            sweep_reminders.apply_async(retry=False, ignore_result=True)
+            # One quick connection attempt, no retries: kombu's default retry sleeps seconds.
+            with app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=0)
+                sweep_reminders.apply_async(connection=conn, retry=False, ignore_result=True)
         except Exception:  # any broker error: the rows are safe, the next beat sweep sends them
             logger.warning("reminder sweep not enqueued: broker unavailable")
 

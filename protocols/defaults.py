@@ -403,6 +403,7 @@ ESKETAMINE_REMS = {
             "offset_hours": 0,
             "window_hours": 168,
             "role": "Administrator",
+            "per_session": True,
         },
         {
             "code": "induction_scales",

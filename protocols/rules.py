@@ -98,6 +98,8 @@ class FollowUpRule:
     repeat_every_days: int | None = None
     repeat_count: int = 1
     on_course_completion: bool = False
+    # Owed for every session (e.g. the REMS form): a later session's plan does not replace it.
+    per_session: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from clinic.forms import apply_errors, form_data
 from followups import services
 from followups.forms import FollowUpForm, ReasonForm, side_effects_reported
 from followups.permissions import get_followup_for_user
-from followups.selectors import worklist_for_user
+from followups.selectors import CONSENT_EXPIRY_NOTICE_DAYS, UPCOMING_DAYS, worklist_for_user
 
 
 @require_GET
@@ -26,6 +26,8 @@ def worklist(request: HttpRequest) -> HttpResponse:
     context = {
         "worklist": worklist_for_user(user=request.user, site_id=site_id),
         "scope": scope,
+        "upcoming_days": UPCOMING_DAYS,
+        "consent_notice_days": CONSENT_EXPIRY_NOTICE_DAYS,
         "now": timezone.now(),
     }
     return render(request, "followups/worklist.html", context)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, F, Min, Q, QuerySet
+from django.db.models import Count, F, Min, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from clinic import signatures
@@ -38,6 +38,16 @@ def floor_board_for_site(
         .select_related("patient", "course__protocol_version__protocol", "supervising_clinician")
         .annotate(
             next_due_at=Min("checks__due_at", filter=open_check),
+            next_check_label=Subquery(
+                RequiredCheck.objects.filter(
+                    session=OuterRef("pk"),
+                    satisfied_at__isnull=True,
+                    excused_reason="",
+                    due_at__isnull=False,
+                )
+                .order_by("due_at", "id")
+                .values("label")[:1]
+            ),
             overdue_checks=Count(
                 "checks", filter=open_check & Q(checks__overdue_at__lt=now), distinct=True
             ),

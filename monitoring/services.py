@@ -603,6 +603,13 @@ def alert_acknowledge(*, alert: Alert, acting_user: User, action_taken: str) -> 
     alert.action_taken = action_taken.strip()
     attribute(alert, acting_user=acting_user, reason="Acknowledged")
     alert.save(update_fields=["acknowledged_at", "acknowledged_by", "action_taken"])
+    if not session.alerts.filter(level=Alert.Level.CRITICAL, acknowledged_at__isnull=True).exists():
+        # Every critical alert of the session is handled: its notices are done with.
+        Notification.objects.filter(
+            url=_session_url(session),
+            kind=Notification.Kind.CRITICAL_ALERT,
+            read_at__isnull=True,
+        ).update(read_at=alert.acknowledged_at)
     return alert
 
 

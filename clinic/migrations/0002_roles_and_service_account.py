@@ -4,8 +4,9 @@ The permission lists are frozen here; later migrations that add models add their
 """
 
 from django.conf import settings
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
+
+from clinic.migration_helpers import grant_permissions
 
 ROLE_PERMISSIONS = {
     "Nurse": [
@@ -56,26 +57,6 @@ ROLE_PERMISSIONS = {
 }
 
 
-def create_roles(apps, schema_editor):
-    # Permissions are normally created after migrate; the grants below need them now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codes in ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=role)
-        permissions = []
-        for code in codes:
-            app_label, codename = code.split(".")
-            permissions.append(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-        group.permissions.set(permissions)
-
-
 def create_service_account(apps, schema_editor):
     User = apps.get_model("clinic", "User")
     User.objects.get_or_create(
@@ -99,6 +80,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(create_roles, migrations.RunPython.noop),
+        grant_permissions(ROLE_PERMISSIONS, replace=True),
         migrations.RunPython(create_service_account, migrations.RunPython.noop),
     ]

@@ -1,9 +1,9 @@
 """Step 3 permissions per role (SPEC §U)."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 from clinic.db import refuse_locked_changes
+from clinic.migration_helpers import grant_permissions
 
 ROLE_PERMISSIONS = {
     "Nurse": ["followups.view_followup", "followups.complete_followup"],
@@ -17,22 +17,6 @@ ROLE_PERMISSIONS = {
 }
 
 
-def grant(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codes in ROLE_PERMISSIONS.items():
-        group = Group.objects.get(name=role)
-        for code in codes:
-            app_label, codename = code.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("followups", "0001_followups_reminders"),
@@ -40,7 +24,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(grant, migrations.RunPython.noop),
+        grant_permissions(ROLE_PERMISSIONS),
         # Signed psychiatric reviews are locked like every signed record (SPEC §S3).
         refuse_locked_changes("followups_followup"),
     ]

@@ -1,9 +1,9 @@
 """Step 2 permissions per role (SPEC §U) and the database guards for locked sessions."""
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 from clinic.db import append_only, refuse_changes_to_children_of_locked, refuse_locked_changes
+from clinic.migration_helpers import grant_permissions
 
 VIEW = [
     "monitoring.view_treatmentsession",
@@ -51,22 +51,6 @@ ROLE_PERMISSIONS = {
 }
 
 
-def grant(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codes in ROLE_PERMISSIONS.items():
-        group = Group.objects.get(name=role)
-        for code in codes:
-            app_label, codename = code.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("monitoring", "0001_sessions_doses_vitals"),
@@ -74,7 +58,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(grant, migrations.RunPython.noop),
+        grant_permissions(ROLE_PERMISSIONS),
         refuse_locked_changes("monitoring_treatmentsession"),
         refuse_changes_to_children_of_locked(
             "monitoring_treatmentsession",

@@ -1,11 +1,11 @@
 """Ship the two default protocols of SPEC §D, grant Step 1 permissions, install lock triggers."""
 
 from django.conf import settings
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 from django.utils import timezone
 
 from clinic.db import append_only, refuse_locked_changes
+from clinic.migration_helpers import grant_permissions
 from protocols.defaults import DEFAULT_PROTOCOLS
 
 ROLE_PERMISSIONS = {
@@ -56,22 +56,6 @@ ROLE_PERMISSIONS = {
 }
 
 
-def grant(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codes in ROLE_PERMISSIONS.items():
-        group = Group.objects.get(name=role)
-        for code in codes:
-            app_label, codename = code.split(".")
-            group.permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-
-
 def ship_default_protocols(apps, schema_editor):
     User = apps.get_model("clinic", "User")
     Protocol = apps.get_model("protocols", "Protocol")
@@ -100,7 +84,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(grant, migrations.RunPython.noop),
+        grant_permissions(ROLE_PERMISSIONS),
         migrations.RunPython(ship_default_protocols, migrations.RunPython.noop),
         refuse_locked_changes("protocols_assessment", "clinic_addendum"),
         append_only("clinic_signature", "clinic_signaturefailure"),

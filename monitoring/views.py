@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from clinic.exports import csv_response
 from clinic.forms import apply_errors, form_data
-from monitoring import services
+from monitoring import gates, services
 from monitoring.forms import (
     AcknowledgeForm,
     CheckInForm,
@@ -168,9 +168,14 @@ def check_in(request: HttpRequest, session_id: int) -> HttpResponse:
         else:
             messages.success(request, "Checked in. Record the pre-dose vitals next.")
             return _to_session(session.pk)
-    page = session_page(session=session)
     return _form_page(
-        request, "monitoring/form.html", form, session, "Check in", "Check in", gate=page.start_gate
+        request,
+        "monitoring/form.html",
+        form,
+        session,
+        "Check in",
+        "Check in",
+        gate=gates.start_gate(session),
     )
 
 
@@ -210,7 +215,6 @@ def dose_new(request: HttpRequest, session_id: int) -> HttpResponse:
         else:
             messages.success(request, "Dose recorded. The check schedule has started.")
             return _to_session(session.pk)
-    page = session_page(session=session)
     return _form_page(
         request,
         "monitoring/form.html",
@@ -218,7 +222,7 @@ def dose_new(request: HttpRequest, session_id: int) -> HttpResponse:
         session,
         "Record the dose",
         "Record dose",
-        gate=page.start_gate,
+        gate=gates.start_gate(session),
     )
 
 
@@ -361,7 +365,6 @@ def discharge(request: HttpRequest, session_id: int) -> HttpResponse:
         else:
             messages.success(request, "Discharged and signed. The session is locked.")
             return _to_session(session.pk)
-    page = session_page(session=session)
     return _form_page(
         request,
         "monitoring/form.html",
@@ -369,7 +372,7 @@ def discharge(request: HttpRequest, session_id: int) -> HttpResponse:
         session,
         "Discharge",
         "Sign discharge",
-        gate=page.close_gate,
+        gate=gates.close_gate(session),
     )
 
 

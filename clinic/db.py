@@ -89,8 +89,14 @@ END $$ LANGUAGE plpgsql;
 """
 
 
-def refuse_changes_to_children_of_locked(parent: str, *children: str) -> migrations.RunPython:
-    """Rows of `children` (with a `session_id` column) freeze when their parent is locked."""
+def refuse_changes_to_children_of_locked(
+    parent: str, *children: str, vendors: tuple[str, ...] = ("postgresql", "sqlite")
+) -> migrations.RunPython:
+    """Rows of `children` (with a `session_id` column) freeze when their parent is locked.
+
+    SQLite drops a table's triggers when a migration rebuilds the table (AlterField): pass
+    `vendors=("sqlite",)` in that migration to put them back.
+    """
     postgresql = [_PG_CHILD_FUNCTION]
     sqlite = []
     for table in children:
@@ -106,8 +112,9 @@ def refuse_changes_to_children_of_locked(parent: str, *children: str) -> migrati
                 f"WHEN (SELECT locked_at FROM {parent} WHERE id = NEW.session_id) IS NOT NULL "
                 f"BEGIN SELECT RAISE(ABORT, 'vigil: {table} belongs to a locked record'); END;"
             )
+    by_vendor = {"postgresql": postgresql, "sqlite": sqlite}
     return migrations.RunPython(
-        _install({"postgresql": postgresql, "sqlite": sqlite}), migrations.RunPython.noop
+        _install({v: by_vendor[v] for v in vendors}), migrations.RunPython.noop
     )
 
 
@@ -157,6 +164,51 @@ def refuse_changes_once_set(
         f"WHEN OLD.{column} IS NOT NULL AND ({changed}) "
         f"BEGIN SELECT RAISE(ABORT, 'vigil: row of {table} is final'); END;"
     ]
+    return migrations.RunPython(
+        _install({"postgresql": postgresql, "sqlite": sqlite}), migrations.RunPython.noop
+    )
+
+
+# --- the audit trail (SPEC §C2) ----------------------------------------------------------------
+#
+# History, signatures, the access log and the audit tables refuse UPDATE, DELETE and TRUNCATE.
+# The one way round is `audit.db.maintenance()`, which the test suite uses to empty its
+# database between tests; production code never calls it, and `verify_audit` reports a chain
+# that lost rows however they went.
+
+AUDIT_MAINTENANCE = "vigil.audit_maintenance"
+
+_PG_AUDIT_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION vigil_audit_append_only() RETURNS trigger AS $$
+BEGIN
+  IF TG_OP IN ('DELETE', 'TRUNCATE')
+     AND current_setting('{AUDIT_MAINTENANCE}', true) = 'on' THEN
+    RETURN OLD;
+  END IF;
+  RAISE EXCEPTION 'vigil: % is append-only (% refused)', TG_TABLE_NAME, TG_OP;
+END $$ LANGUAGE plpgsql;
+"""
+
+
+def audit_append_only(*tables: str) -> migrations.RunPython:
+    postgresql = [_PG_AUDIT_FUNCTION]
+    sqlite = []
+    for table in tables:
+        postgresql += [
+            f"CREATE TRIGGER {table}_audit_row BEFORE UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION vigil_audit_append_only();",
+            f"CREATE TRIGGER {table}_audit_truncate BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION vigil_audit_append_only();",
+        ]
+        sqlite += [
+            f"CREATE TRIGGER {table}_audit_update BEFORE UPDATE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, 'vigil: {table} is append-only (UPDATE refused)'); END;",
+            # vigil_audit_maintenance() is registered on the app's connections; elsewhere
+            # (the sqlite3 shell) it does not exist, and the DELETE fails all the same.
+            f"CREATE TRIGGER {table}_audit_delete BEFORE DELETE ON {table} "
+            f"WHEN vigil_audit_maintenance() IS NOT 1 "
+            f"BEGIN SELECT RAISE(ABORT, 'vigil: {table} is append-only (DELETE refused)'); END;",
+        ]
     return migrations.RunPython(
         _install({"postgresql": postgresql, "sqlite": sqlite}), migrations.RunPython.noop
     )

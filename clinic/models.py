@@ -5,12 +5,44 @@ from __future__ import annotations
 import zoneinfo
 from functools import cached_property
 
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, UserManager
 from django.core.exceptions import ValidationError
 from django.db import models
 from simple_history.models import HistoricalRecords
 
 TIME_ZONE_UNKNOWN = "Unknown time zone; use an IANA name such as Europe/London."
+
+
+class BulkWriteRefused(RuntimeError):
+    """A bulk write on a history-tracked model: it would leave no history row (SPEC §C1)."""
+
+
+class TrackedQuerySet(models.QuerySet):
+    """History-tracked models change one row at a time, through a service that names who and
+    why. Bulk paths skip simple-history, so they are refused."""
+
+    def update(self, **kwargs):
+        raise BulkWriteRefused(
+            f"Bulk update of {self.model._meta.verbose_name_plural} skips the change history; "
+            "save each row through its service."
+        )
+
+    def delete(self):
+        raise BulkWriteRefused(f"{self.model._meta.verbose_name_plural} are never deleted in bulk.")
+
+    def bulk_create(self, objs, *args, **kwargs):
+        raise BulkWriteRefused(
+            f"bulk_create of {self.model._meta.verbose_name_plural} skips the change history."
+        )
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        raise BulkWriteRefused(
+            f"bulk_update of {self.model._meta.verbose_name_plural} skips the change history."
+        )
+
+
+class StaffManager(UserManager.from_queryset(TrackedQuerySet)):
+    """Django's UserManager (create_user, createsuperuser) without bulk writes."""
 
 
 def validate_time_zone(value: str) -> None:
@@ -34,6 +66,7 @@ class Site(models.Model):
         null=True, blank=True, help_text="Local time from which reminders resume (e.g. 07:30)."
     )
     history = HistoricalRecords()
+    objects = TrackedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -65,12 +98,24 @@ class User(AbstractUser):
         help_text="The named account that scheduled jobs act as. It cannot log in.",
     )
     history = HistoricalRecords(excluded_fields=["password", "last_login"], m2m_fields=[sites])
+    objects = StaffManager()
 
     class Meta:
         ordering = ["last_name", "first_name", "username"]
 
     def __str__(self) -> str:
         return self.printed_name
+
+    def save(self, *args, **kwargs):
+        # A sign-in stamps last_login, which the history does not track: the access log
+        # records sign-ins, and the history keeps to changes of the account itself.
+        if set(kwargs.get("update_fields") or ()) == {"last_login"}:
+            self.skip_history_when_saving = True
+            try:
+                return super().save(*args, **kwargs)
+            finally:
+                del self.skip_history_when_saving
+        return super().save(*args, **kwargs)
 
     @property
     def printed_name(self) -> str:
@@ -102,13 +147,18 @@ class RecordLocked(Exception):
     """A signed record (or a child of one) was about to change. Corrections are addenda."""
 
 
-class LockableQuerySet(models.QuerySet):
+class LockableQuerySet(TrackedQuerySet):
     """Bulk paths cannot touch locked rows, and nothing clinical is ever deleted (SPEC §S3)."""
 
     def update(self, **kwargs):
         if self.filter(locked_at__isnull=False).exists():
             raise RecordLocked("Signed records cannot be changed by a bulk update.")
-        return super(LockableQuerySet, self.filter(locked_at__isnull=True)).update(**kwargs)
+        return super().update(**kwargs)
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        if self.filter(pk__in=[o.pk for o in objs], locked_at__isnull=False).exists():
+            raise RecordLocked("Signed records cannot be changed by a bulk update.")
+        return super().bulk_update(objs, fields, *args, **kwargs)
 
     def delete(self):
         raise RecordLocked("Clinical records are never deleted.")
@@ -225,6 +275,7 @@ class Notification(models.Model):
         CRITICAL_ALERT = "critical-alert", "Critical vital-sign alert"
         FOLLOWUP_REMINDER = "followup-reminder", "Follow-up reminder"
         FOLLOWUP_RISK = "followup-risk", "Risk answer in a follow-up"
+        AUDIT_BROKEN = "audit-broken", "Audit trail verification failed"
         INFO = "info", "Information"
 
     recipient = models.ForeignKey(User, on_delete=models.PROTECT, related_name="notifications")

@@ -20,11 +20,12 @@ class KeysetPage:
 
 
 def _after(fields: tuple[str, ...], values: list[Any]) -> Q:
-    """Rows strictly after `values` in ascending (fields...) order."""
+    """Rows strictly after `values` in (fields...) order; a `-field` sorts descending."""
+    names = [f.removeprefix("-") for f in fields]
     condition = Q()
     for i, field in enumerate(fields):
-        step = Q(**{f"{f}": v for f, v in zip(fields[:i], values[:i], strict=True)})
-        step &= Q(**{f"{field}__gt": values[i]})
+        step = Q(**{f"{f}": v for f, v in zip(names[:i], values[:i], strict=True)})
+        step &= Q(**{f"{names[i]}__{'lt' if field.startswith('-') else 'gt'}": values[i]})
         condition |= step
     return condition
 
@@ -53,7 +54,9 @@ def keyset_page(
     if len(rows) > size:
         rows = rows[:size]
         last = rows[-1]
-        next_cursor = signing.dumps([_plain(getattr(last, f)) for f in fields], salt=_SALT)
+        next_cursor = signing.dumps(
+            [_plain(getattr(last, f.removeprefix("-"))) for f in fields], salt=_SALT
+        )
     return KeysetPage(items=rows, next_cursor=next_cursor, is_first=values is None)
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -45,12 +46,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "crispy_forms",
     "crispy_bootstrap5",
+    # Before simple_history: audit's clean_*_history commands replace simple-history's own.
+    "audit",
     "simple_history",
     "clinic",
     "patients",
     "protocols",
     "monitoring",
     "followups",
+    "compliance",
 ]
 
 MIDDLEWARE = [
@@ -228,6 +232,11 @@ CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clinic.tasks.heartbeat", "schedule": 60.0},
     "sweep-reminders": {"task": "followups.tasks.sweep_reminders", "schedule": 60.0},
     "site-duties": {"task": "followups.tasks.site_duties", "schedule": 24 * 3600.0},
+    # SPEC §C4: every chain and signature re-verified nightly; failures notify administrators.
+    "verify-audit": {
+        "task": "audit.tasks.verify_audit_nightly",
+        "schedule": crontab(hour=2, minute=30),
+    },
 }
 
 # --- Logging: no patient identifiers or clinical values in log lines (SPEC §N6) --------------

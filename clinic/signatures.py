@@ -40,6 +40,8 @@ def canonical_json(content: dict) -> str:
 def _canonical_default(value):
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).hex()
     return str(value)  # Decimal, date, UUID
 
 

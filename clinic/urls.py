@@ -30,5 +30,7 @@ urlpatterns = [
     path("protocols/", include("protocols.urls")),
     path("sessions/", include("monitoring.urls")),
     path("follow-ups/", include("followups.urls")),
+    path("audit/", include("audit.urls")),
+    path("compliance/", include("compliance.urls")),
     path("admin/", admin.site.urls),
 ]

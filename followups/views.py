@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
+from audit.services import access_log
 from clinic import signatures
 from clinic.forms import apply_errors, form_data
 from followups import services
@@ -36,6 +37,8 @@ def worklist(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def complete(request: HttpRequest, followup_id: int) -> HttpResponse:
     followup = get_followup_for_user(user=request.user, followup_id=followup_id)
+    if request.method == "GET":
+        access_log(request=request, what="Follow-up", record=followup)
     if followup.state != followup.State.OPEN:
         return render(
             request,

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import LockableModel, LockableQuerySet, RecordLocked, Site
+from clinic.models import LockableModel, LockableQuerySet, RecordLocked, Site, TrackedQuerySet
 from patients.models import Patient
 from protocols.models import TreatmentCourse
 
@@ -133,7 +133,7 @@ class TreatmentSession(LockableModel):
         return content
 
 
-class SessionChildQuerySet(models.QuerySet):
+class SessionChildQuerySet(TrackedQuerySet):
     """Children of a discharged session refuse bulk changes; nothing is deleted."""
 
     def update(self, **kwargs):
@@ -186,6 +186,7 @@ class DrugLot(models.Model):
     received_mg = models.DecimalField(max_digits=9, decimal_places=2)
     received_at = models.DateTimeField()
     history = HistoricalRecords()
+    objects = TrackedQuerySet.as_manager()
 
     class Meta:
         ordering = ["drug", "expires_on", "lot_number"]
@@ -262,6 +263,7 @@ class Incident(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
     history = HistoricalRecords()
+    objects = TrackedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-opened_at"]

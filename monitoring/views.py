@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.services import access_log, export_log
 from clinic.exports import csv_response
 from clinic.forms import apply_errors, form_data
 from monitoring import gates, services
@@ -96,6 +97,7 @@ def session_new(request: HttpRequest, course_id: int) -> HttpResponse:
 @require_GET
 def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     session = get_session_for_user(user=request.user, session_id=session_id)
+    access_log(request=request, what="Session", record=session)
     context = {"page": session_page(session=session), "vitals_form": VitalsForm()}
     return render(request, "monitoring/session.html", context)
 
@@ -379,6 +381,7 @@ def discharge(request: HttpRequest, session_id: int) -> HttpResponse:
 @require_GET
 def session_report(request: HttpRequest, session_id: int) -> HttpResponse:
     session = get_session_for_user(user=request.user, session_id=session_id)
+    access_log(request=request, what="Session report", record=session)
     page = session_page(session=session)
     context = {"page": page, "rems": rems_monitoring_form(page=page)}
     return render(request, "monitoring/report.html", context)
@@ -412,6 +415,7 @@ def register(request: HttpRequest) -> HttpResponse:
 @require_GET
 @permission_required("monitoring.view_controlledsubstanceentry", raise_exception=True)
 def register_csv(request: HttpRequest):
+    export_log(request=request, what="Controlled-substance register export")
     entries = register_for_user(user=request.user).iterator(chunk_size=2000)
     rows = (
         (

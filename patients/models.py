@@ -10,10 +10,10 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import RecordLocked, Site
+from clinic.models import RecordLocked, Site, TrackedQuerySet
 
 
-class PatientQuerySet(models.QuerySet):
+class PatientQuerySet(TrackedQuerySet):
     def active(self) -> PatientQuerySet:
         return self.filter(voided_at__isnull=True)
 
@@ -116,7 +116,7 @@ class ConsentKind(models.TextChoices):
     DATA_SHARING = "data-sharing", "Data sharing"
 
 
-class ConsentTemplateQuerySet(models.QuerySet):
+class ConsentTemplateQuerySet(TrackedQuerySet):
     def published(self) -> ConsentTemplateQuerySet:
         return self.filter(published_at__isnull=False)
 
@@ -225,6 +225,7 @@ class ConsentRecord(models.Model):
     withdrawal_reason = models.TextField(blank=True)
 
     history = HistoricalRecords()
+    objects = TrackedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-signed_at", "-id"]

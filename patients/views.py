@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.services import access_log
 from clinic.forms import apply_errors, form_data, form_files
 from clinic.pagination import keyset_page
 from followups.selectors import followups_for_patient
@@ -76,6 +77,7 @@ def patient_register(request: HttpRequest) -> HttpResponse:
 @require_GET
 def patient_chart(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = get_patient_for_user(user=request.user, patient_id=patient_id)
+    access_log(request=request, what="Patient chart", record=patient)
     assessments = assessments_for_patient(patient=patient)
     followups = followups_for_patient(patient=patient)
     now = timezone.now()
@@ -173,6 +175,7 @@ def consent_scan(request: HttpRequest, consent_id: int) -> FileResponse:
     consent = get_consent_for_user(user=request.user, consent_id=consent_id)
     if not consent.scan:
         raise Http404("No scan attached.")
+    access_log(request=request, what="Consent scan", record=consent)
     response = FileResponse(
         consent.scan.open("rb"), content_type=consent.scan_content_type, as_attachment=False
     )

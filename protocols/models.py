@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import LockableModel, RecordLocked
+from clinic.models import LockableModel, RecordLocked, TrackedQuerySet
 from patients.models import Patient
 from protocols.rules import ProtocolRules, parse_rules
 
@@ -19,6 +19,7 @@ class Protocol(models.Model):
     slug = models.SlugField(max_length=60, unique=True)
     name = models.CharField(max_length=200)
     history = HistoricalRecords()
+    objects = TrackedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -27,7 +28,7 @@ class Protocol(models.Model):
         return self.name
 
 
-class ProtocolVersionQuerySet(models.QuerySet):
+class ProtocolVersionQuerySet(TrackedQuerySet):
     def published(self) -> ProtocolVersionQuerySet:
         return self.filter(published_at__isnull=False)
 
@@ -128,6 +129,7 @@ class TreatmentCourse(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
     history = HistoricalRecords()
+    objects = TrackedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

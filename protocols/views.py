@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.services import access_log
 from clinic import signatures
 from clinic.forms import apply_errors, form_data
 from patients.permissions import get_writable_patient_for_user
@@ -229,6 +230,7 @@ def assessment_submit(request: HttpRequest, assessment_id: int) -> HttpResponse:
 @require_GET
 def assessment_detail(request: HttpRequest, assessment_id: int) -> HttpResponse:
     assessment = get_assessment_for_user(user=request.user, assessment_id=assessment_id)
+    access_log(request=request, what="Assessment", record=assessment)
     return render(request, "protocols/assessment_detail.html", _assessment_context(assessment))
 
 

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import pytest
+from django.db.backends.base.operations import BaseDatabaseOperations
 
+from audit.db import maintenance
 from clinic.models import Role
 from tests.factories import TEST_PASSWORD, PatientFactory, SiteFactory, UserFactory
+
+
+def pytest_configure(config) -> None:
+    # Transactional tests empty the database after each test; the audit tables refuse DELETE
+    # and TRUNCATE (SPEC §C2) except under the maintenance switch, which only this uses.
+    flush = BaseDatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        with maintenance(self.connection):
+            return flush(self, sql_list)
+
+    BaseDatabaseOperations.execute_sql_flush = execute_sql_flush
 
 
 @pytest.fixture

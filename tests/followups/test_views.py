@@ -100,7 +100,9 @@ def nurse_rows(clock, approved_course, rules, other_site_course, psychiatrist):
         name: open_followup(approved_course, nurse_rule, due_at=due) for name, due in at.items()
     }
     done = open_followup(approved_course, nurse_rule, due_at=NOW - timedelta(hours=3))
-    FollowUp.objects.filter(pk=done.pk).update(state=FollowUp.State.COMPLETED, completed_at=NOW)
+    FollowUp._base_manager.filter(pk=done.pk).update(
+        state=FollowUp.State.COMPLETED, completed_at=NOW
+    )
     psych_rule = rule_for(rules, Role.PSYCHIATRIST)
     hidden = {
         "completed": done,

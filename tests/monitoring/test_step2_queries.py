@@ -33,9 +33,12 @@ FEW_SESSIONS, MANY_SESSIONS = 1, 15
 
 # Upper bounds, pinned to the counts measured when these tests were written (for a nurse; they
 # include the navigation's badges, which the context processor computes for htmx partials too).
-SESSION_PAGE_MAX = {"checked-in": 21, "dosing": 15, "monitoring": 18, "discharged": 22}
+# Full pages also write their access-log row and its hash-chain link (SPEC §C3, §C4): insert the
+# row, lock the chain head, read the row back as stored, insert the link, move the head.
+ACCESS_LOG_WRITE = 5
 LIVE_PARTIAL_MAX = {"checked-in": 21, "dosing": 15, "monitoring": 18, "discharged": 22}
-REPORT_MAX = {"monitoring": 19, "discharged": 23}
+SESSION_PAGE_MAX = {phase: n + ACCESS_LOG_WRITE for phase, n in LIVE_PARTIAL_MAX.items()}
+REPORT_MAX = {"monitoring": 19 + ACCESS_LOG_WRITE, "discharged": 23 + ACCESS_LOG_WRITE}
 FLOOR_MAX = 10
 
 NORMAL = {"sbp": 128, "dbp": 82, "hr": 74, "rr": 14, "spo2": 98, "moaas": 5}

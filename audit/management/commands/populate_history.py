@@ -1,0 +1,7 @@
+"""Replaces simple-history's `populate_history`: history is append-only (SPEC §C2)."""
+
+from audit.management.refused import RefusedCommand
+
+
+class Command(RefusedCommand):
+    pass

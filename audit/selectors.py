@@ -151,11 +151,38 @@ def _display(history_row, model_field: models.Field) -> str:
     if isinstance(value, datetime):
         return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
     if isinstance(model_field, models.ForeignKey):
-        return f"#{value}"
+        # Staff are named once per page (see `_name_staff`); other records by their id.
+        return f"{STAFF_PREFIX}{value}" if model_field.related_model is User else f"#{value}"
     if isinstance(value, (dict, list)):
         return "(structured data changed)" if value else "—"
     text = str(value)
     return text if len(text) <= 200 else text[:199] + "…"
+
+
+STAFF_PREFIX = "\x00staff:"
+
+
+def _name_staff(rows: list[EventRow]) -> None:
+    """Replace staff ids in old → new values by names: one query for the page."""
+    ids = {
+        int(value.removeprefix(STAFF_PREFIX))
+        for row in rows
+        for change in row.changes
+        for value in (change.old, change.new)
+        if value.startswith(STAFF_PREFIX)
+    }
+    if not ids:
+        return
+    names = {u.pk: u.printed_name for u in User.objects.filter(pk__in=ids)}
+
+    def named(value: str) -> str:
+        if not value.startswith(STAFF_PREFIX):
+            return value
+        pk = int(value.removeprefix(STAFF_PREFIX))
+        return names.get(pk, f"user #{pk}")
+
+    for row in rows:
+        row.changes = [Change(c.field, named(c.old), named(c.new)) for c in row.changes]
 
 
 def _changes(row, previous) -> list[Change]:
@@ -241,6 +268,7 @@ def describe(events: Iterable[AuditEvent]) -> list[EventRow]:
             h = current.get(row.event.source_id)
             if h is not None:
                 row.changes = _changes(h, previous.get(h.previous_id))
+    _name_staff(rows)
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import permission_required
@@ -71,10 +72,14 @@ def event_export(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         events_for_user(user=request.user), event_filter, timezone.get_current_timezone()
     )
     export_log(request=request, what="Audit trail export")
+    return _csv(events, f"vigil-audit-{timezone.localdate():%Y%m%d}.csv")
+
+
+def _csv(events, filename: str) -> StreamingHttpResponse:
     return csv_response(
-        filename=f"vigil-audit-{timezone.localdate():%Y%m%d}.csv",
+        filename=filename,
         header=(
-            "occurred at",
+            "occurred at (UTC)",
             "action",
             "staff member",
             "site",
@@ -105,7 +110,7 @@ def _export_rows(events):
         for row in describe(batch):
             e = row.event
             yield (
-                timezone.localtime(e.occurred_at).isoformat(),
+                e.occurred_at.astimezone(UTC).isoformat(),
                 e.get_action_display(),
                 e.user.username if e.user else "",
                 e.site.name if e.site else "",
@@ -130,6 +135,7 @@ def record_trail(request: HttpRequest, object_type: str, object_id: str) -> Http
     signatures = signatures_for(record) if hasattr(record, "signed_content") else []
     context = {
         "record": record,
+        "object_type": record._meta.label_lower,
         "record_type": record._meta.verbose_name,
         "page": page,
         "rows": rows,
@@ -137,6 +143,18 @@ def record_trail(request: HttpRequest, object_type: str, object_id: str) -> Http
         "query": "",
     }
     return render(request, "audit/record.html", context)
+
+
+@require_GET
+@permission_required(VIEW, raise_exception=True)
+def record_export(request: HttpRequest, object_type: str, object_id: str) -> StreamingHttpResponse:
+    record = record_for_user(user=request.user, object_type=object_type, object_id=object_id)
+    export_log(request=request, what="Audit trail export of a record", record=record)
+    label = record._meta.model_name
+    return _csv(
+        record_events(user=request.user, record=record),
+        f"vigil-audit-{label}-{record.pk}-{timezone.localdate():%Y%m%d}.csv",
+    )
 
 
 @require_GET

@@ -5,24 +5,32 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
-from django.db import models
+from django.contrib.auth.hashers import make_password
+from django.db import IntegrityError, models, transaction
 
 from clinic.models import User
 
 
 def service_account() -> User:
     """The named account scheduled jobs and commands act as (SPEC §U). It cannot log in."""
-    user, created = User.objects.get_or_create(
-        username=settings.SERVICE_ACCOUNT_USERNAME,
-        defaults={
-            "first_name": "Vigil",
-            "last_name": "service account",
-            "is_service_account": True,
-        },
+    username = settings.SERVICE_ACCOUNT_USERNAME
+    user = User.objects.filter(username=username).first()
+    if user is not None:
+        return user
+    # One insert, so one history row, with its reason.
+    user = User(
+        username=username,
+        first_name="Vigil",
+        last_name="service account",
+        is_service_account=True,
+        password=make_password(None),
     )
-    if created:
-        user.set_unusable_password()
-        user.save(update_fields=["password"])
+    user._change_reason = "Service account for scheduled jobs created"
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:  # created meanwhile by another process
+        return User.objects.get(username=username)
     return user
 
 

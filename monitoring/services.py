@@ -372,7 +372,7 @@ def dose_record(
         attribute(session, acting_user=acting_user, reason="Dosing started")
         session.save(update_fields=["status", "dose_started_at"])
         for planned in plan_checks(rules, dose_started_at=started_at):
-            RequiredCheck.objects.create(
+            check = RequiredCheck(
                 session=session,
                 code=planned.code,
                 label=planned.label,
@@ -384,6 +384,8 @@ def dose_record(
                 if planned.due_at
                 else None,
             )
+            attribute(check, acting_user=acting_user, reason="Scheduled from the protocol")
+            check.save()
         _satisfy_checks(session, acting_user)
         return record
 

@@ -271,3 +271,21 @@ def test_our_stylesheets_import_nothing_from_another_origin():
         and REMOTE_CSS.search(path.read_text())
     ]
     assert offenders == []
+
+
+def test_the_application_connects_as_a_role_that_owns_nothing_and_migrates_as_the_owner(compose):
+    """SPEC §C2: the role the application uses cannot disable the audit triggers or TRUNCATE."""
+    for name in APP_SERVICES:
+        environment = compose["services"][name]["environment"]
+        assert environment["DATABASE_URL"].startswith("postgres://${POSTGRES_APP_USER"), name
+        assert environment["MIGRATE_DATABASE_URL"].startswith("postgres://${POSTGRES_USER"), name
+    web = " ".join(compose["services"]["web"]["command"])
+    assert 'DATABASE_URL="$$MIGRATE_DATABASE_URL" python manage.py migrate' in web
+    for name in ("worker", "beat"):
+        assert "MIGRATE" not in " ".join(compose["services"][name]["command"]), name
+    db = compose["services"]["db"]
+    assert "./docker/postgres:/docker-entrypoint-initdb.d:ro" in db["volumes"]
+    script = (REPO_ROOT / "docker" / "postgres" / "10-app-role.sh").read_text()
+    assert "NOSUPERUSER" in script
+    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES" in script
+    assert "TRUNCATE" not in script.split("SQL\n", 1)[1]

@@ -87,6 +87,8 @@ def record_for_user(*, user: User, object_type: str, object_id: str) -> models.M
     site_id, _patient_id = scope_of(record)
     if site_id is not None and site_id not in user.site_ids:
         raise Http404
+    if isinstance(record, User) and not record.sites.filter(pk__in=user.site_ids).exists():
+        raise Http404  # staff of other sites only
     return record
 
 

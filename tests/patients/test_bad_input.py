@@ -979,7 +979,10 @@ def test_a_real_scan_is_stored_under_a_random_name_with_its_sniffed_type(
     prefix=st.sampled_from([b"", b"%PDF-", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"MZ"]),
     body=st.binary(max_size=4096),
     # Names the browser could send: no quotes, slashes or line breaks in a multipart header.
-    name=st.from_regex(r"[\w .()<>';&%-]{1,100}", fullmatch=True),
+    # Django's test client cannot even build an upload named "." or ".." (SuspiciousFileOperation).
+    name=st.from_regex(r"[\w .()<>';&%-]{1,100}", fullmatch=True).filter(
+        lambda n: n not in {".", ".."}
+    ),
 )
 def test_any_uploaded_bytes_get_a_field_error_or_a_redirect(
     nurse_client, patient, ketamine_template, prefix, body, name

@@ -96,16 +96,26 @@ def link_hash(event: AuditEvent, chain_key: str) -> str:
     )
 
 
+class _TransactionMarker:
+    """Registered with on_commit: Django drops it when the transaction commits or rolls back,
+    so its presence says "still the transaction that chose this chain"."""
+
+    def __call__(self) -> None:
+        pass
+
+
 def _chain_key(connection, site_id: int | None, at: datetime) -> str:
     # One chain per transaction: a transaction that locked one head never waits for a second,
-    # so appends cannot deadlock, whatever mix of sites a transaction touches.
-    outermost = connection.atomic_blocks[0]
+    # so appends cannot deadlock, whatever mix of sites a transaction touches. (The outermost
+    # Atomic object cannot tell transactions apart: @transaction.atomic reuses one instance.)
     sticky = getattr(connection, "vigil_audit_chain", None)
-    if sticky is not None and sticky[0] is outermost:
+    if sticky is not None and any(hook[1] is sticky[0] for hook in connection.run_on_commit):
         return sticky[1]
     day = at.astimezone(UTC).date().isoformat()
     key = f"site-{site_id}/{day}" if site_id else f"clinic/{day}"
-    connection.vigil_audit_chain = (outermost, key)
+    marker = _TransactionMarker()
+    transaction.on_commit(marker, using=connection.alias)
+    connection.vigil_audit_chain = (marker, key)
     return key
 
 

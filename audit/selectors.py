@@ -3,6 +3,7 @@ diffs worked out per page in a bounded number of queries (two per kind of record
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -10,7 +11,8 @@ from datetime import date, datetime, time, timedelta
 
 from django.apps import apps
 from django.db import models
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import CharField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Cast
 from django.http import Http404
 from django.utils import timezone
 from simple_history.models import HistoricalChanges
@@ -18,6 +20,9 @@ from simple_history.models import HistoricalChanges
 from audit.models import AccessLog, AuditEvent
 from audit.scope import SCOPES, scope_of
 from clinic.models import User
+
+STAFF = "clinic.user"
+_RECORD_ID = re.compile(r"[0-9]{1,18}")
 
 # Rows of these models are part of their parent record's trail (a session and its readings).
 CHILDREN: dict[str, tuple[str, ...]] = {
@@ -43,9 +48,17 @@ def record_type_choices() -> list[tuple[str, str]]:
 
 
 def events_for_user(*, user: User) -> QuerySet[AuditEvent]:
-    """Every event an administrator may read: their sites' and the clinic-wide ones."""
+    """Every event an administrator may read: their sites', the clinic-wide ones (protocols,
+    consent templates), and those about staff accounts of their sites (changes, sign-ins)."""
+    their_staff = (
+        User.objects.filter(sites__in=user.site_ids)
+        .annotate(key=Cast("pk", CharField()))
+        .values("key")
+    )
     return AuditEvent.objects.filter(
-        Q(site_id__in=user.site_ids) | Q(site__isnull=True)
+        Q(site_id__in=user.site_ids)
+        | (Q(site__isnull=True) & ~Q(object_type=STAFF))
+        | Q(site__isnull=True, object_type=STAFF, object_id__in=their_staff)
     ).select_related("user", "site", "chain")
 
 
@@ -79,7 +92,7 @@ def filter_events(events: QuerySet[AuditEvent], f: EventFilter, tz) -> QuerySet[
 
 def record_for_user(*, user: User, object_type: str, object_id: str) -> models.Model:
     """The record whose trail is asked for; 404 outside the administrator's sites."""
-    if object_type not in RECORD_TYPES or not object_id.isdigit():
+    if object_type not in RECORD_TYPES or not _RECORD_ID.fullmatch(object_id):
         raise Http404
     record = apps.get_model(object_type)._base_manager.filter(pk=object_id).first()
     if record is None:

@@ -114,4 +114,10 @@ def _alert_administrators(run: VerificationRun, report: Report) -> None:
 def _on_sign_in(sender, request, user, **kwargs) -> None:
     # Django's test client signs in with a bare request: the user comes from the signal.
     if request is not None:
-        access_log(request=request, what="Signed in", action=AccessLog.Action.SIGN_IN, user=user)
+        access_log(
+            request=request,
+            what="Signed in",
+            action=AccessLog.Action.SIGN_IN,
+            user=user,
+            record=user,  # shown to the administrators of the staff member's sites
+        )

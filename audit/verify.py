@@ -15,7 +15,7 @@ from datetime import datetime
 
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Subquery
 
 from audit.chain import chained_models, content_hash, genesis_hash, link_hash, row_values
 from audit.models import AuditChain, AuditEvent, Finding
@@ -107,6 +107,25 @@ def _verify_chain(chain: AuditChain, report: Report, done: int, total: int, prog
         done += len(events)
         if progress:
             progress(done, total)
+    # A link is written with its head in one transaction, so a committed link past the head
+    # (read in the same statement) was put there behind the application's back.
+    beyond = AuditEvent.objects.filter(
+        chain=chain,
+        seq__gt=Subquery(AuditChain.objects.filter(pk=chain.pk).values("length")[:1]),
+    ).order_by("seq")
+    for event in beyond[:10]:
+        report.problems.append(
+            Problem(
+                Kind.BROKEN_LINK,
+                "a link past the chain's head (forged or inserted behind the application)",
+                chain.key,
+                event.seq,
+                event.source,
+                event.source_id,
+                event.site_id,
+                event.occurred_at,
+            )
+        )
     if expected_seq - 1 != length or last_hash != head:
         report.problems.append(
             Problem(

@@ -8,7 +8,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.http import Http404
 from simple_history.admin import SimpleHistoryAdmin
 
-from clinic.models import Heartbeat, Signature, Site, User
+from clinic.models import STAFF_HISTORY, Heartbeat, Signature, Site, User
 from clinic.services import attribute
 
 
@@ -72,7 +72,9 @@ class SiteAdmin(ReadOnlyHistoryAdmin):
         attribute(obj, acting_user=request.user, reason="Changed in admin" if change else "Added")
         super().save_model(request, obj, form, change)
         if not change:
-            request.user.sites.add(obj)  # so the new site is visible to its creator
+            # So the new site is visible to its creator; the membership is history, with why.
+            attribute(request.user, acting_user=request.user, reason=f"Joined new site {obj}")
+            request.user.sites.add(obj)
 
 
 @admin.register(User)
@@ -106,16 +108,22 @@ class StaffAdmin(UserAdmin, ReadOnlyHistoryAdmin):
 
     def save_model(self, request, obj, form, change):
         attribute(obj, acting_user=request.user, reason="Changed in admin" if change else "Added")
+        # One history row per save, written in save_related once the memberships are saved too
+        # (otherwise the row, then each membership change, would each write one).
+        obj.skip_history_when_saving = True
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):
         # The form offers only the administrator's sites; keep memberships of the others.
+        staff = form.instance
         kept = []
         if change and not request.user.is_superuser:
-            kept = list(form.instance.sites.exclude(pk__in=request.user.site_ids))
+            kept = list(staff.sites.exclude(pk__in=request.user.site_ids))
         super().save_related(request, form, formsets, change)
         if kept:
-            form.instance.sites.add(*kept)
+            staff.sites.add(*kept)
+        del staff.skip_history_when_saving
+        STAFF_HISTORY.create_historical_record(staff, "~" if change else "+")
 
 
 @admin.register(Signature)

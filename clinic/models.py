@@ -89,6 +89,11 @@ class Role(models.TextChoices):
     ADMINISTRATOR = "Administrator"
 
 
+# Kept by name so the admin can write a staff member's one history row once the memberships
+# are saved too (clinic/admin.py StaffAdmin).
+STAFF_HISTORY = HistoricalRecords(excluded_fields=["password", "last_login"], m2m_fields=["sites"])
+
+
 class User(AbstractUser):
     """A staff member. Roles are groups; sites are memberships."""
 
@@ -97,7 +102,7 @@ class User(AbstractUser):
         default=False,
         help_text="The named account that scheduled jobs act as. It cannot log in.",
     )
-    history = HistoricalRecords(excluded_fields=["password", "last_login"], m2m_fields=[sites])
+    history = STAFF_HISTORY
     objects = StaffManager()
 
     class Meta:

@@ -191,12 +191,12 @@ def _addendum_create(*, record: models.Model, author: User, text: str, reason: s
         created_at=timezone.now(),
     )
     addendum.full_clean()
-    attribute(addendum, acting_user=author, reason="Addendum")
+    # Saved once, already locked (locked_at is not part of the signed content), then signed:
+    # one history row for one addendum.
+    addendum.locked_at = addendum.created_at
+    attribute(addendum, acting_user=author, reason="Addendum signed and locked")
     addendum.save()
     record_signature(record=addendum, signer=author, meaning=Signature.Meaning.AUTHORED)
-    addendum.locked_at = timezone.now()
-    attribute(addendum, acting_user=author, reason="Addendum signed and locked")
-    addendum.save(update_fields=["locked_at"])
     return addendum
 
 

@@ -351,16 +351,18 @@ def followup_complete(
         followup.risk_flagged = instruments.phq9_self_harm_positive(followup.phq9_items) or (
             followup.cssrs_risk in (instruments.CssrsRisk.MODERATE, instruments.CssrsRisk.HIGH)
         )
-        attribute(followup, acting_user=acting_user, reason="Completed")
-        followup.save()
-        _cancel_reminders(followup)
+        reason = "Completed"
         if followup.signed_by_psychiatrist:
+            # Signed over the completed content, then saved once, completed and locked: one
+            # history row for one completion (locked_at is not part of the signed content).
             signature = signatures.record_signature(
                 record=followup, signer=acting_user, meaning=Signature.Meaning.REVIEWED
             )
             followup.locked_at = signature.signed_at
-            attribute(followup, acting_user=acting_user, reason="Review signed")
-            followup.save(update_fields=["locked_at"])
+            reason = "Completed; review signed and locked"
+        attribute(followup, acting_user=acting_user, reason=reason)
+        followup.save()
+        _cancel_reminders(followup)
         if followup.risk_flagged:
             _alert_psychiatrist(followup)
         return followup

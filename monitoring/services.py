@@ -371,6 +371,8 @@ def dose_record(
         session.dose_started_at = started_at
         attribute(session, acting_user=acting_user, reason="Dosing started")
         session.save(update_fields=["status", "dose_started_at"])
+        # Checks already met (the pre-dose reading) are saved met: one history row each.
+        readings, cadss = _evidence(session)
         for planned in plan_checks(rules, dose_started_at=started_at):
             check = RequiredCheck(
                 session=session,
@@ -384,9 +386,15 @@ def dose_record(
                 if planned.due_at
                 else None,
             )
-            attribute(check, acting_user=acting_user, reason="Scheduled from the protocol")
+            if check.due_at is not None:
+                check.satisfied_at = _met_at(check, readings, cadss)
+            attribute(
+                check,
+                acting_user=acting_user,
+                reason="Scheduled from the protocol"
+                + ("; recorded in window" if check.satisfied_at else ""),
+            )
             check.save()
-        _satisfy_checks(session, acting_user)
         return record
 
 
@@ -547,24 +555,35 @@ def _raise_alerts(session: TreatmentSession, reading: VitalReading) -> list[Aler
     return alerts
 
 
-def _satisfy_checks(session: TreatmentSession, acting_user: User) -> None:
-    """Mark due checks met by a valid reading (or CADSS) inside their window."""
+def _evidence(session: TreatmentSession) -> tuple[list[VitalReading], list[Observation]]:
     readings = list(session.vitals.filter(entered_in_error_at__isnull=True))
     cadss = list(session.observations.filter(kind="cadss", cadss_total__isnull=False))
+    return readings, cadss
+
+
+def _met_at(check: RequiredCheck, readings, cadss) -> datetime | None:
+    """When a valid reading (or CADSS) inside the check's window first met it, if one did."""
+    low = check.due_at - timedelta(minutes=check.window_before_minutes)
+    high = check.due_at + timedelta(minutes=check.window_minutes)
+    if check.measures == ["cadss"]:
+        times = [o.observed_at for o in cadss if low <= o.observed_at <= high]
+    else:
+        times = [
+            r.measured_at
+            for r in readings
+            if low <= r.measured_at <= high
+            and all(getattr(r, m) is not None for m in check.measures)
+        ]
+    return min(times) if times else None
+
+
+def _satisfy_checks(session: TreatmentSession, acting_user: User) -> None:
+    """Mark due checks met by a valid reading (or CADSS) inside their window."""
+    readings, cadss = _evidence(session)
     for check in session.checks.filter(satisfied_at__isnull=True, due_at__isnull=False):
-        low = check.due_at - timedelta(minutes=check.window_before_minutes)
-        high = check.due_at + timedelta(minutes=check.window_minutes)
-        if check.measures == ["cadss"]:
-            times = [o.observed_at for o in cadss if low <= o.observed_at <= high]
-        else:
-            times = [
-                r.measured_at
-                for r in readings
-                if low <= r.measured_at <= high
-                and all(getattr(r, m) is not None for m in check.measures)
-            ]
-        if times:
-            check.satisfied_at = min(times)
+        met_at = _met_at(check, readings, cadss)
+        if met_at is not None:
+            check.satisfied_at = met_at
             attribute(check, acting_user=acting_user, reason="Recorded in window")
             check.save(update_fields=["satisfied_at"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -29,6 +30,10 @@ class ReadOnlyHistoryAdmin(SimpleHistoryAdmin):
 
     def history_form_view(self, request, object_id, version_id, extra_context=None):
         self._require_in_scope(request, object_id)
+        # simple-history saves a POSTed past version whatever REVERT_DISABLED says: the page
+        # only shows a version here, nothing is ever reverted (SPEC §C2).
+        if request.method != "GET":
+            raise PermissionDenied
         return super().history_form_view(
             request, object_id, version_id, extra_context=extra_context
         )

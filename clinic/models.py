@@ -169,6 +169,17 @@ class LockableQuerySet(TrackedQuerySet):
         raise RecordLocked("Clinical records are never deleted.")
 
 
+class NeverDeleted(models.Model):
+    """Clinical records are corrected, voided or withdrawn with a reason, never deleted
+    (SPEC §C2); bulk deletes are refused by TrackedQuerySet, this refuses the instance path."""
+
+    class Meta:
+        abstract = True
+
+    def delete(self, *args, **kwargs):
+        raise RecordLocked("Clinical records are never deleted; void them with a reason.")
+
+
 class LockableModel(models.Model):
     """A record that a signature locks. The database triggers refuse the same changes."""
 

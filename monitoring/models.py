@@ -10,7 +10,14 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import LockableModel, LockableQuerySet, RecordLocked, Site, TrackedQuerySet
+from clinic.models import (
+    LockableModel,
+    LockableQuerySet,
+    NeverDeleted,
+    RecordLocked,
+    Site,
+    TrackedQuerySet,
+)
 from patients.models import Patient
 from protocols.models import TreatmentCourse
 
@@ -171,7 +178,7 @@ class SessionChild(models.Model):
         }
 
 
-class DrugLot(models.Model):
+class DrugLot(NeverDeleted):
     """A lot of ketamine / esketamine held at a site (Schedule III, SPEC §M12)."""
 
     class Drug(models.TextChoices):
@@ -199,7 +206,7 @@ class DrugLot(models.Model):
         return f"{self.get_drug_display()} lot {self.lot_number}"
 
 
-class ControlledSubstanceEntry(models.Model):
+class ControlledSubstanceEntry(NeverDeleted):
     """One line of the controlled-substance register: append-only, with a running balance."""
 
     class Kind(models.TextChoices):
@@ -250,7 +257,7 @@ class ControlledSubstanceEntry(models.Model):
         return f"{self.get_kind_display()} {self.amount_mg} mg"
 
 
-class Incident(models.Model):
+class Incident(NeverDeleted):
     class Kind(models.TextChoices):
         CS_DISCREPANCY = "cs-discrepancy", "Controlled-substance discrepancy"
 

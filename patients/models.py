@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import RecordLocked, Site, TrackedQuerySet
+from clinic.models import NeverDeleted, RecordLocked, Site, TrackedQuerySet
 
 
 class PatientQuerySet(TrackedQuerySet):
@@ -18,7 +18,7 @@ class PatientQuerySet(TrackedQuerySet):
         return self.filter(voided_at__isnull=True)
 
 
-class Patient(models.Model):
+class Patient(NeverDeleted):
     class Sex(models.TextChoices):
         FEMALE = "female", "Female"
         MALE = "male", "Male"
@@ -121,7 +121,7 @@ class ConsentTemplateQuerySet(TrackedQuerySet):
         return self.filter(published_at__isnull=False)
 
 
-class ConsentTemplate(models.Model):
+class ConsentTemplate(NeverDeleted):
     """One version of a consent document. Published versions never change."""
 
     kind = models.CharField(max_length=40, choices=ConsentKind.choices)
@@ -188,7 +188,7 @@ def consent_scan_path(instance: ConsentRecord, filename: str) -> str:
     return f"consent-scans/{uuid.uuid4().hex}.{extension}"
 
 
-class ConsentRecord(models.Model):
+class ConsentRecord(NeverDeleted):
     """A patient's consent to one exact template version (SPEC §P3)."""
 
     class SignatureMethod(models.TextChoices):

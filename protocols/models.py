@@ -10,12 +10,12 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import LockableModel, RecordLocked, TrackedQuerySet
+from clinic.models import LockableModel, NeverDeleted, RecordLocked, TrackedQuerySet
 from patients.models import Patient
 from protocols.rules import ProtocolRules, parse_rules
 
 
-class Protocol(models.Model):
+class Protocol(NeverDeleted):
     slug = models.SlugField(max_length=60, unique=True)
     name = models.CharField(max_length=200)
     history = HistoricalRecords()
@@ -41,7 +41,7 @@ class ProtocolVersionQuerySet(TrackedQuerySet):
         raise RecordLocked("Protocol versions are never deleted.")
 
 
-class ProtocolVersion(models.Model):
+class ProtocolVersion(NeverDeleted):
     """The rules in force for courses started under it (SPEC §G1). Published ones never change."""
 
     protocol = models.ForeignKey(Protocol, on_delete=models.PROTECT, related_name="versions")
@@ -93,7 +93,7 @@ class ProtocolVersion(models.Model):
         return self.published_at is not None
 
 
-class TreatmentCourse(models.Model):
+class TreatmentCourse(NeverDeleted):
     """A course of treatment, pinned to the protocol version in force when it started (§G2)."""
 
     class Status(models.TextChoices):

@@ -47,6 +47,9 @@ def _nav_items(user) -> list[NavItem]:
     if user.has_perm("monitoring.view_druglot"):
         url = reverse("monitoring:register")
         items.append(NavItem("Drugs", url, "capsule", url))
+    if user.has_perm("audit.view_compliance"):
+        url = reverse("compliance:dashboard")
+        items.append(NavItem("Compliance", url, "clipboard-check", url))
     if user.has_perm("audit.view_auditevent"):
         url = reverse("audit:events")
         items.append(NavItem("Audit", url, "shield-check", url))

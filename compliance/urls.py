@@ -1,5 +1,11 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from compliance import views
 
 app_name = "compliance"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("<slug:figure>/", views.figure_list, name="list"),
+    path("<slug:figure>/export.csv", views.figure_export, name="export"),
+]

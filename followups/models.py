@@ -121,6 +121,8 @@ class FollowUp(LockableModel):
             ),
             # The patient chart's follow-ups.
             models.Index(fields=["patient", "due_at"], name="followup_patient"),
+            # Compliance (SPEC §C5): a site's follow-ups due in a date range.
+            models.Index(fields=["site", "due_at"], name="followup_site_due"),
         ]
 
     def __str__(self) -> str:

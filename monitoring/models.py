@@ -110,6 +110,9 @@ class TreatmentSession(LockableModel):
             models.Index(fields=["site", "status"], name="session_floor"),
             # Sessions on the patient chart, newest first.
             models.Index(fields=["patient", "-scheduled_at"], name="session_patient"),
+            # Compliance (SPEC §C5): a site's sessions dosed, and discharged, in a date range.
+            models.Index(fields=["site", "dose_started_at"], name="session_site_dosed"),
+            models.Index(fields=["site", "discharged_at"], name="session_site_discharged"),
         ]
 
     def __str__(self) -> str:
@@ -274,6 +277,10 @@ class Incident(NeverDeleted):
 
     class Meta:
         ordering = ["-opened_at"]
+        indexes = [
+            # Compliance (SPEC §C5): a site's incidents opened in a date range.
+            models.Index(fields=["site", "kind", "opened_at"], name="incident_site_opened"),
+        ]
 
     def __str__(self) -> str:
         return self.get_kind_display()
@@ -404,6 +411,8 @@ class Alert(SessionChild):
         indexes = [
             # Open critical alerts on the session page and the floor board.
             models.Index(fields=["session", "level", "acknowledged_at"], name="alert_open"),
+            # Compliance (SPEC §C5): critical alerts raised in a date range.
+            models.Index(fields=["level", "raised_at"], name="alert_level_raised"),
         ]
 
     def __str__(self) -> str:

@@ -55,7 +55,7 @@ def _nav_items(user) -> list[NavItem]:
         items.append(NavItem("Audit", url, "shield-check", url))
     if user.is_staff:
         url = reverse("admin:index")
-        items.append(NavItem("Administration", url, "gear", url))
+        items.append(NavItem("Admin", url, "gear", url))
     return items
 
 

@@ -35,9 +35,11 @@ def access_log(
     patient_id: int | None = None,
     action: str = AccessLog.Action.VIEW,
     user: User | None = None,
+    site_id: int | None = None,
 ) -> AccessLog:
-    """Record that request.user saw `what` (a page or export of `record`). Names, never values."""
-    site_id = getattr(getattr(request, "site", None), "pk", None)
+    """Record that request.user saw `what` (a page or export of `record`, or about `site_id`).
+    Names, never values."""
+    site_id = site_id or getattr(getattr(request, "site", None), "pk", None)
     if record is not None:
         record_site, record_patient = scope_of(record)
         site_id = record_site or site_id

@@ -116,7 +116,7 @@ def figure_list(request: HttpRequest, figure: str) -> HttpResponse:
         rows = figure_rows(figure, scope, book, violations_only=show == SHOW_VIOLATIONS)
         page = keyset_page(rows, fields=ROW_ORDER, cursor=request.GET.get("after"), size=PAGE_SIZE)
         # The list names patients by record number: a view of clinical records (SPEC §C3).
-        access_log(request=request, what=f"Compliance list: {figure.title}")
+        access_log(request=request, what=f"Compliance list: {figure.title}", site_id=scope.site.pk)
         context.update(
             scope=scope,
             totals=figure_totals(figure, scope, book),
@@ -142,7 +142,7 @@ def figure_export(request: HttpRequest, figure: str) -> HttpResponse | Streaming
     book = load_rule_book()
     show = form.cleaned_data.get("show") or "all"
     rows = figure_rows(figure, scope, book, violations_only=show == SHOW_VIOLATIONS)
-    export_log(request=request, what=f"Compliance export: {figure.title}")
+    export_log(request=request, what=f"Compliance export: {figure.title}", site_id=scope.site.pk)
 
     def lines():
         for row in rows.iterator(chunk_size=1000):

@@ -37,9 +37,8 @@ def worklist(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def complete(request: HttpRequest, followup_id: int) -> HttpResponse:
     followup = get_followup_for_user(user=request.user, followup_id=followup_id)
-    if request.method == "GET":
-        access_log(request=request, what="Follow-up", record=followup)
     if followup.state != followup.State.OPEN:
+        access_log(request=request, what="Follow-up", record=followup)
         return render(
             request,
             "followups/detail.html",
@@ -51,6 +50,8 @@ def complete(request: HttpRequest, followup_id: int) -> HttpResponse:
         )
     if not request.user.has_perm("followups.complete_followup"):
         raise PermissionDenied
+    if request.method == "GET":
+        access_log(request=request, what="Follow-up", record=followup)
     scales = services.scales_due(followup)
     form = FollowUpForm(form_data(request), followup=followup, user=request.user, scales=scales)
     if request.method == "POST" and form.is_valid():

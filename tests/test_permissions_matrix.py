@@ -47,6 +47,7 @@ from django.core.files.base import ContentFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
+from audit.models import VerificationRun
 from clinic.middleware import SESSION_KEY
 from clinic.models import Addendum, Notification, Role, Signature, SignatureFailure, Site, User
 from clinic.notifications import notify
@@ -756,6 +757,181 @@ MATRIX: list[Row] = [
         redirect=_worklist,
         data=MISSED,
     ),
+]
+
+
+# --- compliance (SPEC §C5) ------------------------------------------------------------------------
+# Read-only pages for holders of audit.view_compliance (administrators, audit migration 0002).
+# The site is a query parameter: another site answers 404 to those who may see compliance at all.
+CAN_VIEW_COMPLIANCE = ("administrator",)
+
+
+@dataclass(frozen=True)
+class ComplianceRow(Row):
+    """A compliance page: a figure in the path (or none), the site in the query string."""
+
+    figure: str = ""
+    site: str = "own"  # own | other
+
+    def url(self, world: SimpleNamespace, variant: str | None) -> str:
+        kwargs = {"figure": self.figure} if self.figure else {}
+        target = world.site if self.site == "own" else world.other_site
+        return f"{reverse(self.name, kwargs=kwargs)}?site={target.pk}"
+
+
+MATRIX += [
+    ComplianceRow("compliance:dashboard", "GET", only(*CAN_VIEW_COMPLIANCE)),
+    ComplianceRow(
+        "compliance:dashboard",
+        "GET",
+        only(*CAN_VIEW_COMPLIANCE, ok=404),
+        site="other",
+        label="other-site",
+    ),
+    ComplianceRow("compliance:dashboard", "POST", every_role(405)),
+    ComplianceRow("compliance:list", "GET", only(*CAN_VIEW_COMPLIANCE), figure="discharges"),
+    ComplianceRow(
+        "compliance:list",
+        "GET",
+        only(*CAN_VIEW_COMPLIANCE, ok=404),
+        figure="discharges",
+        site="other",
+        label="other-site",
+    ),
+    ComplianceRow(
+        "compliance:list",
+        "GET",
+        only(*CAN_VIEW_COMPLIANCE, ok=404),
+        figure="no-such-figure",
+        label="unknown-figure",
+    ),
+    ComplianceRow("compliance:export", "GET", only(*CAN_VIEW_COMPLIANCE), figure="discharges"),
+    ComplianceRow(
+        "compliance:export",
+        "GET",
+        only(*CAN_VIEW_COMPLIANCE, ok=404),
+        figure="discharges",
+        site="other",
+        label="other-site",
+    ),
+    ComplianceRow("compliance:export", "POST", every_role(405), figure="discharges"),
+]
+
+
+# --- audit viewer (SPEC §C6) ----------------------------------------------------------------------
+# Administrators only (audit.view_auditevent and audit.view_verificationrun, audit migration 0002).
+# The permission is checked before the object is looked up: every other role gets 403 whatever
+# the object (which tells nothing about it), an administrator gets 404 for a record, patient or
+# staff member outside their sites. Record trails address any audited record by type and id.
+CAN_AUDIT = ("administrator",)
+
+
+def _verification_run(world: SimpleNamespace, variant: str | None) -> dict:
+    now = timezone.now()
+    run = VerificationRun.objects.create(
+        started_at=now,
+        finished_at=now,
+        ok=True,
+        chains=0,
+        links=0,
+        signatures=0,
+        problems=0,
+        triggered_by="matrix",
+    )
+    return {"pk": run.pk}
+
+
+@dataclass(frozen=True)
+class AuditRow(Row):
+    """An audit page; `address` gives its URL keywords for a variant, `per_site` asks for an
+    own-site and an other-site variant."""
+
+    address: Callable[[SimpleNamespace, str | None], dict] | None = None
+    per_site: bool = False
+
+    @property
+    def variants(self) -> tuple[str | None, ...]:
+        return VARIANTS if self.per_site else (None,)
+
+    def url(self, world: SimpleNamespace, variant: str | None) -> str:
+        return reverse(self.name, kwargs=self.address(world, variant) if self.address else {})
+
+    def expected_for(self, actor: str, variant: str | None) -> int:
+        if variant == "other" and actor in ROLES and self.expected[actor] == 403:
+            return 403
+        return super().expected_for(actor, variant)
+
+
+def _trail_of(object_type: str, obj: str) -> Callable[[SimpleNamespace, str | None], dict]:
+    def address(world: SimpleNamespace, variant: str | None) -> dict:
+        return {"object_type": object_type, "object_id": getattr(world, obj)[variant].pk}
+
+    return address
+
+
+MATRIX += [
+    AuditRow("audit:events", "GET", only(*CAN_AUDIT)),
+    AuditRow("audit:events", "POST", every_role(405)),
+    AuditRow("audit:events_export", "GET", only(*CAN_AUDIT)),
+    AuditRow(
+        "audit:record",
+        "GET",
+        only(*CAN_AUDIT),
+        per_site=True,
+        label="patient",
+        address=_trail_of("patients.patient", "patient"),
+    ),
+    AuditRow(
+        "audit:record",
+        "GET",
+        only(*CAN_AUDIT),
+        per_site=True,
+        label="session",
+        address=_trail_of("monitoring.treatmentsession", "session"),
+    ),
+    AuditRow(
+        "audit:record",
+        "GET",
+        only(*CAN_AUDIT),
+        per_site=True,
+        label="staff",
+        address=_trail_of("clinic.user", "staff"),
+    ),
+    # A chain-wide document has no site: every administrator may read its trail.
+    AuditRow(
+        "audit:record",
+        "GET",
+        only(*CAN_AUDIT),
+        label="template",
+        address=lambda world, variant: {
+            "object_type": "patients.consenttemplate",
+            "object_id": world.published.pk,
+        },
+    ),
+    AuditRow(
+        "audit:record_export",
+        "GET",
+        only(*CAN_AUDIT),
+        per_site=True,
+        label="patient",
+        address=_trail_of("patients.patient", "patient"),
+    ),
+    AuditRow(
+        "audit:patient",
+        "GET",
+        only(*CAN_AUDIT),
+        per_site=True,
+        address=lambda world, variant: {"pk": world.patient[variant].pk},
+    ),
+    AuditRow(
+        "audit:user",
+        "GET",
+        only(*CAN_AUDIT),
+        per_site=True,
+        address=lambda world, variant: {"pk": world.staff[variant].pk},
+    ),
+    AuditRow("audit:verifications", "GET", only(*CAN_AUDIT)),
+    AuditRow("audit:verification", "GET", only(*CAN_AUDIT), address=_verification_run),
 ]
 
 

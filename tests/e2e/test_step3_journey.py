@@ -276,7 +276,9 @@ def assert_completed(followup: FollowUp, by) -> FollowUp:
     assert followup.state == FollowUp.State.COMPLETED
     assert followup.completed_by == by
     assert followup.completed_at is not None
-    assert followup.history.filter(history_change_reason="Completed").get().history_user == by
+    # One history row for the completion (a signed review is completed and locked in it).
+    reason = "Completed; review signed and locked" if followup.is_locked else "Completed"
+    assert followup.history.filter(history_change_reason=reason).get().history_user == by
     # A completed follow-up cancels its pending reminders (SPEC §F4).
     states = set(followup.reminders.values_list("state", flat=True))
     assert states == {Reminder.State.CANCELLED}, states

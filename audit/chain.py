@@ -203,40 +203,43 @@ def _on_m2m_history_rows(sender, created_rows, history_instance, instance, field
         )
 
 
-def _on_signature(sender, instance, created, raw=False, **kwargs) -> None:
-    if not created or raw:
-        return
-    target = target_of(instance)
+def _link_about_record(row, *, action: str, occurred_at: datetime, user_id, reason: str) -> None:
+    """Link a signature or a refused attempt, indexed under the record it is about."""
+    target = target_of(row)
     site_id, patient_id = scope_of(target) if target is not None else (None, None)
     append(
-        row=instance,
-        action=AuditEvent.Action.SIGNED,
-        occurred_at=instance.signed_at,
+        row=row,
+        action=action,
+        occurred_at=occurred_at,
         object_type=target._meta.label_lower if target is not None else "",
-        object_id=instance.object_id,
-        user_id=instance.signer_id,
+        object_id=row.object_id,
+        user_id=user_id,
         site_id=site_id,
         patient_id=patient_id,
-        reason=instance.get_meaning_display(),
+        reason=reason,
     )
+
+
+def _on_signature(sender, instance, created, raw=False, **kwargs) -> None:
+    if created and not raw:
+        _link_about_record(
+            instance,
+            action=AuditEvent.Action.SIGNED,
+            occurred_at=instance.signed_at,
+            user_id=instance.signer_id,
+            reason=instance.get_meaning_display(),
+        )
 
 
 def _on_signature_failure(sender, instance, created, raw=False, **kwargs) -> None:
-    if not created or raw:
-        return
-    target = target_of(instance)
-    site_id, patient_id = scope_of(target) if target is not None else (None, None)
-    append(
-        row=instance,
-        action=AuditEvent.Action.SIGNING_REFUSED,
-        occurred_at=instance.attempted_at,
-        object_type=target._meta.label_lower if target is not None else "",
-        object_id=instance.object_id,
-        user_id=instance.user_id,
-        site_id=site_id,
-        patient_id=patient_id,
-        reason=instance.reason,
-    )
+    if created and not raw:
+        _link_about_record(
+            instance,
+            action=AuditEvent.Action.SIGNING_REFUSED,
+            occurred_at=instance.attempted_at,
+            user_id=instance.user_id,
+            reason=instance.reason,
+        )
 
 
 def _on_register_entry(sender, instance, created, raw=False, **kwargs) -> None:

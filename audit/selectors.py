@@ -150,10 +150,6 @@ class EventRow:
     access: AccessLog | None = None
     label: str = ""
 
-    @property
-    def record_label(self) -> str:
-        return self.label
-
 
 def _display(history_row, model_field: models.Field) -> str:
     value = getattr(history_row, model_field.attname)

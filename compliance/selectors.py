@@ -13,10 +13,11 @@ Nothing here loops over clinical rows in Python.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
-from functools import reduce
+from functools import cache, reduce
 from operator import and_, or_
 from zoneinfo import ZoneInfo
 
@@ -32,6 +33,7 @@ from django.db.models import (
     Expression,
     ExpressionWrapper,
     F,
+    Func,
     OuterRef,
     Q,
     QuerySet,
@@ -39,7 +41,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Concat, Length, Trim, TruncDate, TruncWeek
+from django.db.models.functions import Concat, Length, TruncDate, TruncWeek
 from django.urls import reverse
 from django.utils import timezone
 
@@ -537,6 +539,26 @@ _ALDRETE = (
 )
 
 
+@cache
+def _python_whitespace() -> str:
+    return "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+
+
+class _Strip(Func):
+    """`str.strip()` in SQL, as `discharge_criteria_problems` strips the prescriber's decision
+    (SPEC §M9): TRIM alone strips only spaces, so a decision of a tab or a no-break space
+    counted as recorded here and as missing there."""
+
+    function = "TRIM"  # SQLite: trim(X, Y) strips every character of Y
+    output_field = CharField()
+
+    def __init__(self, expression) -> None:
+        super().__init__(expression, Value(_python_whitespace()))
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, function="BTRIM", **extra)
+
+
 def _discharges(scope: Scope, book: RuleBook) -> QuerySet:
     return (
         TreatmentSession.objects.filter(
@@ -547,7 +569,7 @@ def _discharges(scope: Scope, book: RuleBook) -> QuerySet:
         .annotate(
             when=F("discharged_at"),
             aldrete_total=reduce(lambda a, b: a + b, (F(f) for f in _ALDRETE)),
-            decision_length=Length(Trim("discharge__prescriber_decision")),
+            decision_length=Length(_Strip("discharge__prescriber_decision")),
         )
         .select_related("patient", "course__protocol_version__protocol")
     )

@@ -1,8 +1,10 @@
-"""The two protocols shipped by default (SPEC §D), as rule documents.
+"""The two protocols shipped by default (SPEC §D), as rule documents: version 2 of each.
 
-Imported once by the data migration that installs them; after that the database is the source
-of truth and administrators publish new versions. Figures from the SPEC: Spravato label and
-REMS materials, APA 2017 consensus, ASKP3 2020 standards.
+No migration imports this module: protocols/migrations/0002 holds a frozen copy of version 1 and
+0006_default_protocols_v2 a frozen copy of these documents, so that a migration does the same
+whatever this file later says. In a running clinic the database is the source of truth:
+thresholds change by publishing a new protocol version, never by editing this file. Figures from
+the SPEC: Spravato label and REMS materials, APA 2017 consensus, ASKP3 2020 standards.
 """
 
 CONTRAINDICATIONS = [
@@ -77,6 +79,7 @@ ALERTS = [
         "op": ">=",
         "value": 180,
         "message": "SBP ≥ 180: repeat the reading within 5 minutes.",
+        "repeat_check_minutes": 5,
     },
     {
         "level": "warning",
@@ -84,6 +87,7 @@ ALERTS = [
         "op": ">=",
         "value": 110,
         "message": "DBP ≥ 110: repeat the reading within 5 minutes.",
+        "repeat_check_minutes": 5,
     },
     {
         "level": "warning",
@@ -132,16 +136,20 @@ ALERTS = [
         "field": "sbp",
         "op": ">=",
         "value": 180,
-        "repeat_within_minutes": 5,
-        "message": "SBP ≥ 180 on two readings 5 minutes apart.",
+        # SPEC §M5: two consecutive valid readings at least 5 minutes apart within the
+        # persistence window, so that the 10-minute IV schedule reaches it.
+        "persistence_min_gap_minutes": 5,
+        "persistence_window_minutes": 15,
+        "message": "SBP ≥ 180 on two consecutive readings at least 5 minutes apart within 15 minutes.",
     },
     {
         "level": "critical",
         "field": "dbp",
         "op": ">=",
         "value": 110,
-        "repeat_within_minutes": 5,
-        "message": "DBP ≥ 110 on two readings 5 minutes apart.",
+        "persistence_min_gap_minutes": 5,
+        "persistence_window_minutes": 15,
+        "message": "DBP ≥ 110 on two consecutive readings at least 5 minutes apart within 15 minutes.",
     },
     {"level": "critical", "field": "sbp", "op": "<", "value": 90, "message": "SBP below 90."},
     {
@@ -190,6 +198,31 @@ COMMON = {
         {"overdue_hours": 24, "role": "Psychiatrist"},
         {"overdue_hours": 72, "role": "Administrator"},
     ],
+    "late_entry_minutes": 10,  # SPEC §M3
+}
+
+# SPEC §G3: a complete pre-dose set.
+PREDOSE_REQUIRED_FIELDS = ["sbp", "dbp", "hr", "spo2"]
+
+# SPEC §M9: modified Aldrete — SpO2 > 92 % scores 2 (from 90 % 1), BP within 20 % of the
+# baseline 2 (within 50 % 1), MOAA/S 5 scores 2 (from 3 1).
+ALDRETE_SCORING = {
+    "aldrete_spo2_two_points_above": 92,
+    "aldrete_spo2_one_point_from": 90,
+    "aldrete_bp_two_points_within_percent": 20,
+    "aldrete_bp_one_point_within_percent": 50,
+    "aldrete_moaas_two_points": 5,
+    "aldrete_moaas_one_point_from": 3,
+}
+
+NEXT_DAY_CALL = {
+    "code": "next_day_call",
+    "label": "Next-day safety call",
+    "offset_hours": 24,
+    "window_hours": 24,
+    "role": "Nurse",
+    # Each session owes its own safety call; an overdue one is never superseded (SPEC §F1a).
+    "per_session": True,
 }
 
 IV_KETAMINE = {
@@ -204,6 +237,7 @@ IV_KETAMINE = {
         "infusion_minutes": 40,
         "weight_max_age_days": 30,
         "predose_vitals_max_age_minutes": 30,
+        "predose_required_fields": PREDOSE_REQUIRED_FIELDS,
     },
     "schedule": [
         {
@@ -212,7 +246,10 @@ IV_KETAMINE = {
             "measures": ["sbp", "dbp", "hr", "rr", "spo2"],
             "anchor": "dose_start",
             "offset_minutes": 0,
-            "window_minutes": 30,
+            # Met only by a reading measured in the 30 minutes before the dose (SPEC §M6).
+            "before_dose": True,
+            "window_minutes": 0,
+            "window_before_minutes": 30,
         },
         {
             "code": "infusion",
@@ -268,15 +305,10 @@ IV_KETAMINE = {
         "no_driving_instruction": True,
         "prescriber_decision_required": False,
         "nurse_may_discharge": False,
+        **ALDRETE_SCORING,
     },
     "followups": [
-        {
-            "code": "next_day_call",
-            "label": "Next-day safety call",
-            "offset_hours": 24,
-            "window_hours": 24,
-            "role": "Nurse",
-        },
+        NEXT_DAY_CALL,
         {
             "code": "day7_review",
             "label": "7-day review (PHQ-9, GAD-7)",
@@ -301,6 +333,7 @@ IV_KETAMINE = {
             "offset_hours": 672,
             "window_hours": 168,
             "role": "General practitioner",
+            "requires_bp_in_person": True,
         },
     ],
 }
@@ -310,6 +343,10 @@ ESKETAMINE_REMS = {
     "drug": "esketamine",
     "routes": ["intranasal"],
     "consent_kinds": ["esketamine-rems-enrollment"],
+    "minimum_age_years": 18,  # label: not approved under 18 (SPEC §A4)
+    # SPEC §F6: the REMS monitoring form within 7 days; its "BP at 40 min" is check bp_40.
+    "rems_form_due_days": 7,
+    "rems_bp_check_code": "bp_40",
     "dose": {
         "route": "intranasal",
         "device_mg": 28,
@@ -317,6 +354,7 @@ ESKETAMINE_REMS = {
         "device_interval_minutes": 5,
         "weight_max_age_days": 30,
         "predose_vitals_max_age_minutes": 30,
+        "predose_required_fields": PREDOSE_REQUIRED_FIELDS,
     },
     "schedule": [
         {
@@ -325,7 +363,10 @@ ESKETAMINE_REMS = {
             "measures": ["sbp", "dbp"],
             "anchor": "first_device",
             "offset_minutes": 0,
-            "window_minutes": 30,
+            # Met only by a reading measured before the first device (SPEC §M6).
+            "before_dose": True,
+            "window_minutes": 0,
+            "window_before_minutes": 30,
         },
         {
             "code": "bp_40",
@@ -388,15 +429,10 @@ ESKETAMINE_REMS = {
         "no_driving_instruction": True,
         "prescriber_decision_required": True,
         "nurse_may_discharge": False,
+        **ALDRETE_SCORING,
     },
     "followups": [
-        {
-            "code": "next_day_call",
-            "label": "Next-day safety call",
-            "offset_hours": 24,
-            "window_hours": 24,
-            "role": "Nurse",
-        },
+        NEXT_DAY_CALL,
         {
             "code": "rems_form",
             "label": "REMS monitoring form",
@@ -415,6 +451,8 @@ ESKETAMINE_REMS = {
             "repeat_every_days": 14,
             "repeat_count": 2,
             "on_course_completion": False,
+            # Every 2 weeks of the course, whatever the sessions (SPEC §D, §F1a).
+            "anchor": "course_start",
         },
         {
             "code": "end_of_induction",
@@ -424,7 +462,9 @@ ESKETAMINE_REMS = {
             "role": "Psychiatrist",
             "instruments": ["phq9", "gad7", "cssrs"],
             "signed_by_psychiatrist": True,
-            "on_course_completion": True,
+            # Week 4 of the course, counted from its start (SPEC §D, §F1a).
+            "anchor": "course_start",
+            "on_course_completion": False,
         },
     ],
 }

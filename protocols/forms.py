@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+from typing import Any
 
 from crispy_forms.bootstrap import InlineRadios
 from crispy_forms.helper import FormHelper
@@ -16,7 +19,7 @@ from clinic.models import Role, User
 from patients.forms import reject_control_characters
 from protocols import instruments
 from protocols.models import Assessment, Protocol, ProtocolVersion, TreatmentCourse
-from protocols.rules import parse_rules
+from protocols.rules import RuleProblem, rule_problems
 from protocols.services import ASSESSMENT_FIELDS
 
 YES_NO = [("yes", "Yes"), ("no", "No")]
@@ -329,19 +332,30 @@ class CourseStatusForm(forms.Form):
 
 
 class ProtocolVersionForm(forms.Form):
+    """The rules editor: JSON checked against the rule schema (SPEC §G1), every problem listed
+    beside the editor with the path of its faulty part; nothing is saved while one remains."""
+
     change_summary = forms.CharField(
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2}),
         validators=[reject_control_characters],
     )
     rules = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 24, "class": "font-monospace"}),
+        widget=forms.Textarea(
+            attrs={
+                "rows": 24,
+                "class": "form-control font-monospace",
+                "spellcheck": "false",
+                "aria-describedby": "rule-problems",
+            }
+        ),
         max_length=200_000,
         help_text="The rules as JSON; checked against the rule schema.",
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.rule_problems: list[RuleLine] = []
         self.helper = FormHelper()
         self.helper.form_tag = False
 
@@ -354,8 +368,78 @@ class ProtocolVersionForm(forms.Form):
             raise ValidationError(RULES_NOT_JSON.format(error=error)) from error
         if "\\u0000" in json.dumps(data):
             raise ValidationError(RULES_NOT_JSON.format(error="a NUL character"))
-        parse_rules(data)  # raises a ValidationError naming the faulty part
+        problems = rule_problems(data)
+        if problems:
+            self.rule_problems = [RuleLine.of(problem, data) for problem in problems]
+            raise ValidationError([str(problem) for problem in problems])
         return data
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if "rules" in self.errors:
+            attrs = self.fields["rules"].widget.attrs
+            attrs.update({"class": f"{attrs['class']} is-invalid", "aria-invalid": "true"})
+        return cleaned
+
+
+# Readable names of the rules' parts, for the problem list beside the editor.
+RULE_SECTIONS = {
+    "drug": "Drug",
+    "routes": "Routes",
+    "consent_kinds": "Consent kinds",
+    "assessment_validity_days": "Assessment validity (days)",
+    "required_instruments": "Required instruments",
+    "contraindications": "Contraindication",
+    "plausibility": "Plausibility limits",
+    "fahrenheit_hint": "°F hint",
+    "alerts": "Alert",
+    "predose_alerts": "Pre-dose alert",
+    "dose": "Dose",
+    "schedule": "Required check",
+    "minimum_observation_minutes": "Minimum observation (minutes)",
+    "observation_anchor": "Observation counted from",
+    "discharge": "Discharge",
+    "followups": "Follow-up",
+    "escalation": "Escalation step",
+    "late_entry_minutes": "Late entry (minutes)",
+    "rems_form_due_days": "REMS form due (days)",
+    "rems_bp_check_code": "REMS BP check",
+    "minimum_age_years": "Minimum age (years)",
+    "rules": "The rules",
+}
+_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+@dataclass(frozen=True)
+class RuleLine:
+    """One problem as the editor lists it: the path, where that is in words, the message."""
+
+    path: str
+    where: str
+    message: str
+
+    @classmethod
+    def of(cls, problem: RuleProblem, data: Any) -> RuleLine:
+        words, node = [], data
+        for index, key in _PATH_PART.findall(problem.path):
+            if index:
+                i = int(index)
+                node = node[i] if isinstance(node, list) and i < len(node) else None
+                name = _item_name(node)
+                words = words or ["Item"]
+                words[-1] += f" {i + 1}" + (f" “{name}”" if name else "")
+            else:
+                words.append(RULE_SECTIONS.get(key) if not words else key.replace("_", " "))
+                words[-1] = words[-1] or key.replace("_", " ")
+                node = node.get(key) if isinstance(node, dict) else None
+        return cls(problem.path, " › ".join(words), problem.message)
+
+
+def _item_name(node: Any) -> str | None:
+    if not isinstance(node, dict):
+        return None
+    name = node.get("label") or node.get("code") or node.get("message")
+    return name[:60] if isinstance(name, str) else None
 
 
 def _refuse_constant(name: str):

@@ -10,6 +10,7 @@ urlpatterns = [
     path("<int:protocol_id>/versions/new/", views.version_new, name="version_new"),
     path("versions/<int:version_id>/edit/", views.version_edit, name="version_edit"),
     path("versions/<int:version_id>/publish/", views.version_publish, name="version_publish"),
+    path("rules-schema.json", views.rules_schema, name="rules_schema"),
     path("patients/<int:patient_id>/courses/new/", views.course_new, name="course_new"),
     path("courses/<int:course_id>/status/", views.course_status, name="course_status"),
     path("courses/<int:course_id>/assessments/new/", views.assessment_new, name="assessment_new"),

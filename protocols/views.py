@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -30,6 +30,7 @@ from protocols.permissions import (
     get_protocol_for_user,
     get_version_for_user,
 )
+from protocols.rules import rules_json_schema
 from protocols.selectors import signoff_queue_for_user
 
 # --- Protocols ----------------------------------------------------------------------------------
@@ -104,6 +105,13 @@ def version_edit(request: HttpRequest, version_id: int) -> HttpResponse:
         "protocols/version_form.html",
         {"form": form, "protocol": version.protocol, "version": version},
     )
+
+
+@require_GET
+def rules_schema(request: HttpRequest) -> JsonResponse:
+    """The JSON Schema of a protocol version's rules (SPEC §G1), from the models that validate
+    them: for the rules editor and for anyone preparing a version outside Vigil."""
+    return JsonResponse(rules_json_schema(), json_dumps_params={"ensure_ascii": False})
 
 
 @require_POST

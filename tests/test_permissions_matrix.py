@@ -401,6 +401,8 @@ MATRIX: list[Row] = [
     ),
     # --- protocols and their versions (chain-wide documents) --------------------------------------
     Row("protocols:list", "GET", only(*CAN_READ_PROTOCOLS)),
+    # The JSON Schema of the rules (SPEC §G1) describes no clinical record: any signed-in user.
+    Row("protocols:rules_schema", "GET", every_role(200)),
     Row("protocols:version_detail", "GET", only(*CAN_READ_PROTOCOLS), obj="version_draft"),
     Row("protocols:version_detail", "GET", only(*CAN_READ_PROTOCOLS), obj="version_published"),
     Row("protocols:version_new", "GET", only(*CAN_WRITE_PROTOCOLS), obj="protocol"),
@@ -1095,7 +1097,8 @@ class World(SimpleNamespace):
         return PerSite(
             lambda variant: (
                 self.dosing[variant]
-                .checks.filter(satisfied_at__isnull=True, due_at__isnull=False)
+                .checks.required()
+                .filter(satisfied_at__isnull=True, due_at__isnull=False)
                 .order_by("due_at", "pk")
                 .first()
             )
@@ -1219,7 +1222,7 @@ def world(settings, tmp_path, site, other_site, nurse, psychiatrist, outsider, a
         draft=draft,
         published=published,
         protocol=protocol,
-        version_published=protocol.versions.published().get(),
+        version_published=protocol.versions.published().latest("version"),
     )
 
 

@@ -1,4 +1,13 @@
-"""Ship the two default protocols of SPEC §D, grant Step 1 permissions, install lock triggers."""
+"""Ship the two default protocols of SPEC §D, grant Step 1 permissions, install lock triggers.
+
+The rule documents are a frozen copy of version 1 as this migration installs it (it used to import
+protocols/defaults.py, which now holds the current defaults): a migration must do the same thing
+whenever it runs. The copy is the document of commit aa577d8 (protocols/defaults.py at the time
+this migration stopped importing it); databases migrated earlier hold the original of d2a1e28,
+which lacked `predose_vitals_max_age_minutes`, esketamine's `bp_40` `window_before_minutes` and
+the REMS form's `per_session` (0006 recognizes both). Later corrections ship as new published
+versions (0006_default_protocols_v2), never by editing this copy.
+"""
 
 from django.conf import settings
 from django.db import migrations
@@ -6,7 +15,6 @@ from django.utils import timezone
 
 from clinic.db import append_only, refuse_locked_changes
 from clinic.migration_helpers import grant_permissions
-from protocols.defaults import DEFAULT_PROTOCOLS
 
 ROLE_PERMISSIONS = {
     "Nurse": [
@@ -56,13 +64,445 @@ ROLE_PERMISSIONS = {
 }
 
 
+# --- Version 1 of the default protocols, frozen --------------------------------------------------
+
+CONTRAINDICATIONS = [
+    # Absolute: approval needs an override reason from the psychiatrist (SPEC §A2).
+    {
+        "code": "vascular_aneurysm",
+        "severity": "absolute",
+        "label": "Aneurysmal vascular disease (aortic, intracranial, peripheral) or AV malformation",
+    },
+    {
+        "code": "intracerebral_haemorrhage",
+        "severity": "absolute",
+        "label": "History of intracerebral haemorrhage",
+    },
+    {
+        "code": "ketamine_hypersensitivity",
+        "severity": "absolute",
+        "label": "Hypersensitivity to ketamine or esketamine",
+    },
+    {"code": "pregnancy", "severity": "absolute", "label": "Pregnancy"},
+    {
+        "code": "active_psychosis_mania",
+        "severity": "absolute",
+        "label": "Active psychosis or mania",
+    },
+    {
+        "code": "uncontrolled_hypertension",
+        "severity": "absolute",
+        "label": "Uncontrolled hypertension",
+    },
+    # Relative: must be acknowledged with a note.
+    {"code": "substance_use_disorder", "severity": "relative", "label": "Substance use disorder"},
+    {"code": "past_psychosis", "severity": "relative", "label": "Past psychosis"},
+    {
+        "code": "unstable_cardiac",
+        "severity": "relative",
+        "label": "Unstable cardiac or cerebrovascular disease",
+    },
+    {
+        "code": "raised_icp_iop",
+        "severity": "relative",
+        "label": "Raised intracranial or intraocular pressure",
+    },
+    {"code": "severe_hepatic", "severity": "relative", "label": "Severe hepatic impairment"},
+    {
+        "code": "high_dose_benzodiazepines",
+        "severity": "relative",
+        "label": "High-dose benzodiazepines",
+    },
+    {
+        "code": "acute_suicidal_intent",
+        "severity": "relative",
+        "label": "Acute suicidal intent needing inpatient care",
+    },
+]
+
+PLAUSIBILITY = {
+    "sbp": [50, 300],
+    "dbp": [20, 200],
+    "hr": [20, 250],
+    "rr": [4, 60],
+    "spo2": [50, 100],
+    "temperature_c": [30, 43],
+    "moaas": [0, 5],
+    "weight_kg": [20, 300],
+}
+
+ALERTS = [
+    {
+        "level": "warning",
+        "field": "sbp",
+        "op": ">=",
+        "value": 180,
+        "message": "SBP ≥ 180: repeat the reading within 5 minutes.",
+    },
+    {
+        "level": "warning",
+        "field": "dbp",
+        "op": ">=",
+        "value": 110,
+        "message": "DBP ≥ 110: repeat the reading within 5 minutes.",
+    },
+    {
+        "level": "warning",
+        "field": "sbp",
+        "op": ">",
+        "value": 40,
+        "over_baseline": True,
+        "message": "SBP more than 40 above the pre-dose baseline.",
+    },
+    {
+        "level": "warning",
+        "field": "dbp",
+        "op": ">",
+        "value": 25,
+        "over_baseline": True,
+        "message": "DBP more than 25 above the pre-dose baseline.",
+    },
+    {
+        "level": "warning",
+        "field": "hr",
+        "op": ">",
+        "value": 120,
+        "message": "Heart rate above 120.",
+    },
+    {"level": "warning", "field": "hr", "op": "<", "value": 50, "message": "Heart rate below 50."},
+    {
+        "level": "warning",
+        "field": "rr",
+        "op": "<",
+        "value": 10,
+        "message": "Respiratory rate below 10.",
+    },
+    {
+        "level": "warning",
+        "field": "rr",
+        "op": ">",
+        "value": 30,
+        "message": "Respiratory rate above 30.",
+    },
+    {"level": "warning", "field": "spo2", "op": "<", "value": 93, "message": "SpO2 below 93 %."},
+    {"level": "warning", "field": "moaas", "op": "<=", "value": 3, "message": "MOAA/S 3 or less."},
+    {"level": "critical", "field": "sbp", "op": ">=", "value": 200, "message": "SBP ≥ 200."},
+    {"level": "critical", "field": "dbp", "op": ">=", "value": 120, "message": "DBP ≥ 120."},
+    {
+        "level": "critical",
+        "field": "sbp",
+        "op": ">=",
+        "value": 180,
+        "repeat_within_minutes": 5,
+        "message": "SBP ≥ 180 on two readings 5 minutes apart.",
+    },
+    {
+        "level": "critical",
+        "field": "dbp",
+        "op": ">=",
+        "value": 110,
+        "repeat_within_minutes": 5,
+        "message": "DBP ≥ 110 on two readings 5 minutes apart.",
+    },
+    {"level": "critical", "field": "sbp", "op": "<", "value": 90, "message": "SBP below 90."},
+    {
+        "level": "critical",
+        "field": "hr",
+        "op": ">",
+        "value": 150,
+        "message": "Heart rate above 150.",
+    },
+    {"level": "critical", "field": "spo2", "op": "<", "value": 90, "message": "SpO2 below 90 %."},
+    {
+        "level": "critical",
+        "field": "moaas",
+        "op": "==",
+        "value": 0,
+        "message": "MOAA/S 0: loss of consciousness.",
+    },
+]
+
+PREDOSE_ALERTS = [
+    {
+        "level": "warning",
+        "field": "sbp",
+        "op": ">",
+        "value": 140,
+        "message": "Pre-dose SBP above 140: the prescriber decides to proceed or defer.",
+    },
+    {
+        "level": "warning",
+        "field": "dbp",
+        "op": ">",
+        "value": 90,
+        "message": "Pre-dose DBP above 90: the prescriber decides to proceed or defer.",
+    },
+]
+
+COMMON = {
+    "assessment_validity_days": 365,
+    "required_instruments": ["phq9", "gad7", "cssrs"],
+    "contraindications": CONTRAINDICATIONS,
+    "plausibility": PLAUSIBILITY,
+    "fahrenheit_hint": [86, 110],
+    "alerts": ALERTS,
+    "predose_alerts": PREDOSE_ALERTS,
+    "escalation": [
+        {"overdue_hours": 24, "role": "Psychiatrist"},
+        {"overdue_hours": 72, "role": "Administrator"},
+    ],
+}
+
+IV_KETAMINE_V1 = {
+    **COMMON,
+    "drug": "ketamine",
+    "routes": ["iv"],
+    "consent_kinds": ["ketamine-treatment"],
+    "dose": {
+        "route": "iv",
+        "default_mg_per_kg": 0.5,
+        "allowed_mg_per_kg": [0.5, 1.0],
+        "infusion_minutes": 40,
+        "weight_max_age_days": 30,
+        "predose_vitals_max_age_minutes": 30,
+    },
+    "schedule": [
+        {
+            "code": "predose",
+            "label": "Pre-dose vitals",
+            "measures": ["sbp", "dbp", "hr", "rr", "spo2"],
+            "anchor": "dose_start",
+            "offset_minutes": 0,
+            "window_minutes": 30,
+        },
+        {
+            "code": "infusion",
+            "label": "Vitals during infusion",
+            "measures": ["sbp", "dbp", "hr", "rr", "spo2", "moaas"],
+            "anchor": "dose_start",
+            "offset_minutes": 10,
+            "window_minutes": 5,
+            "repeat_every_minutes": 10,
+            "repeat_until": "infusion_end",
+        },
+        {
+            "code": "recovery",
+            "label": "Vitals after infusion",
+            "measures": ["sbp", "dbp", "hr", "rr", "spo2", "moaas"],
+            "anchor": "infusion_end",
+            "offset_minutes": 15,
+            "window_minutes": 5,
+            "repeat_every_minutes": 15,
+            "repeat_until": "discharge",
+        },
+        {
+            "code": "cadss_baseline",
+            "label": "CADSS baseline",
+            "measures": ["cadss"],
+            "anchor": "dose_start",
+            "offset_minutes": 0,
+            "window_minutes": 15,
+        },
+        {
+            "code": "cadss_40",
+            "label": "CADSS at 40 min",
+            "measures": ["cadss"],
+            "anchor": "dose_start",
+            "offset_minutes": 40,
+            "window_minutes": 10,
+        },
+        {
+            "code": "cadss_discharge",
+            "label": "CADSS before discharge",
+            "measures": ["cadss"],
+            "anchor": "discharge",
+            "offset_minutes": 0,
+            "window_minutes": 15,
+        },
+    ],
+    "minimum_observation_minutes": 60,
+    "observation_anchor": "infusion_end",
+    "discharge": {
+        "aldrete_min": 9,
+        "moaas_required": 5,
+        "escort_required": True,
+        "no_driving_instruction": True,
+        "prescriber_decision_required": False,
+        "nurse_may_discharge": False,
+    },
+    "followups": [
+        {
+            "code": "next_day_call",
+            "label": "Next-day safety call",
+            "offset_hours": 24,
+            "window_hours": 24,
+            "role": "Nurse",
+        },
+        {
+            "code": "day7_review",
+            "label": "7-day review (PHQ-9, GAD-7)",
+            "offset_hours": 168,
+            "window_hours": 72,
+            "role": "Psychiatrist",
+            "instruments": ["phq9", "gad7", "cssrs"],
+            "signed_by_psychiatrist": True,
+        },
+        {
+            "code": "day28_review",
+            "label": "28-day outcome review",
+            "offset_hours": 672,
+            "window_hours": 120,
+            "role": "Psychiatrist",
+            "instruments": ["phq9", "gad7", "cssrs"],
+            "signed_by_psychiatrist": True,
+        },
+        {
+            "code": "gp_day28",
+            "label": "GP physical check at 28 days",
+            "offset_hours": 672,
+            "window_hours": 168,
+            "role": "General practitioner",
+        },
+    ],
+}
+
+ESKETAMINE_REMS_V1 = {
+    **COMMON,
+    "drug": "esketamine",
+    "routes": ["intranasal"],
+    "consent_kinds": ["esketamine-rems-enrollment"],
+    "dose": {
+        "route": "intranasal",
+        "device_mg": 28,
+        "allowed_mg": [56, 84],
+        "device_interval_minutes": 5,
+        "weight_max_age_days": 30,
+        "predose_vitals_max_age_minutes": 30,
+    },
+    "schedule": [
+        {
+            "code": "predose_bp",
+            "label": "Pre-dose BP",
+            "measures": ["sbp", "dbp"],
+            "anchor": "first_device",
+            "offset_minutes": 0,
+            "window_minutes": 30,
+        },
+        {
+            "code": "bp_40",
+            "label": "BP at 40 min",
+            "measures": ["sbp", "dbp"],
+            "anchor": "first_device",
+            "offset_minutes": 40,
+            "window_minutes": 10,
+            "window_before_minutes": 5,  # SPEC §D: window 35–50 min
+        },
+        {
+            "code": "spo2",
+            "label": "SpO2 every 15 min",
+            "measures": ["spo2"],
+            "anchor": "first_device",
+            "offset_minutes": 15,
+            "window_minutes": 5,
+            "repeat_every_minutes": 15,
+            "repeat_until": "discharge",
+        },
+        {
+            "code": "bp_discharge",
+            "label": "BP before discharge",
+            "measures": ["sbp", "dbp"],
+            "anchor": "discharge",
+            "offset_minutes": 0,
+            "window_minutes": 15,
+        },
+        {
+            "code": "cadss_baseline",
+            "label": "CADSS baseline",
+            "measures": ["cadss"],
+            "anchor": "first_device",
+            "offset_minutes": 0,
+            "window_minutes": 15,
+        },
+        {
+            "code": "cadss_40",
+            "label": "CADSS at 40 min",
+            "measures": ["cadss"],
+            "anchor": "first_device",
+            "offset_minutes": 40,
+            "window_minutes": 10,
+        },
+        {
+            "code": "cadss_discharge",
+            "label": "CADSS before discharge",
+            "measures": ["cadss"],
+            "anchor": "discharge",
+            "offset_minutes": 0,
+            "window_minutes": 15,
+        },
+    ],
+    "minimum_observation_minutes": 120,
+    "observation_anchor": "first_device",
+    "discharge": {
+        "aldrete_min": 9,
+        "moaas_required": 5,
+        "escort_required": True,
+        "no_driving_instruction": True,
+        "prescriber_decision_required": True,
+        "nurse_may_discharge": False,
+    },
+    "followups": [
+        {
+            "code": "next_day_call",
+            "label": "Next-day safety call",
+            "offset_hours": 24,
+            "window_hours": 24,
+            "role": "Nurse",
+        },
+        {
+            "code": "rems_form",
+            "label": "REMS monitoring form",
+            "offset_hours": 0,
+            "window_hours": 168,
+            "role": "Administrator",
+            "per_session": True,
+        },
+        {
+            "code": "induction_scales",
+            "label": "PHQ-9 / GAD-7 (induction)",
+            "offset_hours": 336,
+            "window_hours": 72,
+            "role": "Psychiatrist",
+            "instruments": ["phq9", "gad7", "cssrs"],
+            "repeat_every_days": 14,
+            "repeat_count": 2,
+            "on_course_completion": False,
+        },
+        {
+            "code": "end_of_induction",
+            "label": "End-of-induction review (week 4)",
+            "offset_hours": 672,
+            "window_hours": 120,
+            "role": "Psychiatrist",
+            "instruments": ["phq9", "gad7", "cssrs"],
+            "signed_by_psychiatrist": True,
+            "on_course_completion": True,
+        },
+    ],
+}
+
+DEFAULT_PROTOCOLS_V1 = [
+    ("iv-ketamine", "IV ketamine infusion", IV_KETAMINE_V1),
+    ("esketamine-rems", "Esketamine nasal spray — REMS", ESKETAMINE_REMS_V1),
+]
+
+
 def ship_default_protocols(apps, schema_editor):
     User = apps.get_model("clinic", "User")
     Protocol = apps.get_model("protocols", "Protocol")
     ProtocolVersion = apps.get_model("protocols", "ProtocolVersion")
     robot = User.objects.get(username=settings.SERVICE_ACCOUNT_USERNAME)
     now = timezone.now()
-    for slug, name, rules in DEFAULT_PROTOCOLS:
+    for slug, name, rules in DEFAULT_PROTOCOLS_V1:
         protocol, _ = Protocol.objects.get_or_create(slug=slug, defaults={"name": name})
         ProtocolVersion.objects.get_or_create(
             protocol=protocol,

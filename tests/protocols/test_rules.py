@@ -5,6 +5,7 @@ protocol version states them."""
 from __future__ import annotations
 
 import copy
+import importlib
 from decimal import Decimal
 
 import pytest
@@ -17,6 +18,15 @@ from protocols.rules import ProtocolRules, parse_rules
 pytestmark = pytest.mark.django_db
 
 SHIPPED = [pytest.param(slug, rules, id=slug) for slug, _, rules in defaults.DEFAULT_PROTOCOLS]
+# Version 1 as migration 0002 installed it (a frozen copy inside the migration).
+SHIPPED_V1 = {
+    slug: rules
+    for slug, _, rules in importlib.import_module(
+        "protocols.migrations.0002_default_protocols_roles_guards"
+    ).DEFAULT_PROTOCOLS_V1
+}
+# Keys every document carries; later keys have defaults so that stored versions stay readable.
+REQUIRED_KEYS = sorted(SHIPPED_V1["iv-ketamine"])
 
 
 def rules_with(change) -> dict:
@@ -38,14 +48,17 @@ def refusal(rules: dict) -> str:
 
 @pytest.mark.parametrize(("slug", "shipped"), SHIPPED)
 def test_the_shipped_version_is_published_and_parses(slug, shipped):
-    version = ProtocolVersion.objects.get(protocol__slug=slug, version=1)
+    v1 = ProtocolVersion.objects.get(protocol__slug=slug, version=1)
+    v2 = ProtocolVersion.objects.get(protocol__slug=slug, version=2)
 
-    parsed = parse_rules(version.rules)
+    parsed = parse_rules(v2.rules)
 
-    assert version.is_published
-    assert version.rules == shipped
+    assert v1.is_published and v2.is_published
+    assert v1.rules == SHIPPED_V1[slug]
+    assert v2.rules == shipped
     assert isinstance(parsed, ProtocolRules)
-    assert version.parsed == parsed
+    assert v2.parsed == parsed
+    assert isinstance(v1.parsed, ProtocolRules)  # stored versions stay readable
 
 
 @pytest.mark.parametrize(("slug", "shipped"), SHIPPED)
@@ -73,12 +86,27 @@ def test_the_two_shipped_protocols_require_their_own_consent_kinds():
 # --- Refusals naming the faulty part -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", sorted(defaults.IV_KETAMINE))
+@pytest.mark.parametrize("key", REQUIRED_KEYS)
 def test_a_missing_top_level_key_is_refused_by_name(key):
     message = refusal(rules_with(lambda r: r.pop(key)))
 
     assert f"'{key}'" in message
     assert "missing" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "default"),
+    [
+        ("late_entry_minutes", 10),
+        ("rems_form_due_days", 7),
+        ("rems_bp_check_code", None),
+        ("minimum_age_years", None),
+    ],
+)
+def test_a_key_added_after_version_1_takes_its_default_when_missing(key, default):
+    rules = rules_with(lambda r: r.pop(key, None))
+
+    assert getattr(parse_rules(rules), key) == default
 
 
 def test_a_document_that_is_not_an_object_is_refused():
@@ -100,7 +128,7 @@ def test_an_unknown_alert_field_operator_or_level_is_refused_naming_the_alert(
 ):
     message = refusal(rules_with(lambda r: r[section][index].__setitem__(key, value)))
 
-    assert message.startswith(f"{section}[{index}]:")
+    assert message.startswith(f"{section}[{index}].{key}:")
     assert "unknown" in message
 
 
@@ -142,8 +170,8 @@ def test_an_unknown_measurement_in_plausibility_is_refused():
 def test_a_schedule_entry_with_an_unknown_anchor_is_refused_naming_the_schedule(index):
     message = refusal(rules_with(lambda r: r["schedule"][index].__setitem__("anchor", "lunch")))
 
-    assert message.startswith(f"schedule[{index}]:")
-    assert "anchor" in message
+    assert message.startswith(f"schedule[{index}].anchor:")
+    assert "unknown anchor" in message
 
 
 def test_an_unknown_observation_anchor_is_refused_by_name():
@@ -156,8 +184,8 @@ def test_an_unknown_observation_anchor_is_refused_by_name():
 def test_a_follow_up_for_an_unknown_role_is_refused_naming_the_follow_ups():
     message = refusal(rules_with(lambda r: r["followups"][1].__setitem__("role", "Janitor")))
 
-    assert message.startswith("followups[1]:")
-    assert "role" in message
+    assert message.startswith("followups[1].role:")
+    assert "unknown role" in message
 
 
 def test_an_unknown_key_in_a_schedule_entry_is_refused_naming_the_entry():
@@ -172,19 +200,24 @@ def test_an_unknown_contraindication_severity_is_refused():
         rules_with(lambda r: r["contraindications"][0].__setitem__("severity", "mild"))
     )
 
-    assert message.startswith("contraindications:")
+    assert message.startswith("contraindications[0].severity:")
+    assert "unknown severity" in message
 
 
 def test_an_unknown_required_instrument_is_refused():
     message = refusal(rules_with(lambda r: r["required_instruments"].append("phq8")))
+    index = len(defaults.IV_KETAMINE["required_instruments"])
 
-    assert message.startswith("required_instruments:")
+    assert message.startswith(f"required_instruments[{index}]:")
+    assert "unknown instrument" in message
 
 
 def test_a_key_of_the_wrong_type_is_refused_by_name():
     message = refusal(rules_with(lambda r: r.__setitem__("minimum_observation_minutes", "60")))
 
-    assert message == "rules: 'minimum_observation_minutes' has the wrong type."
+    assert message == (
+        "rules: 'minimum_observation_minutes' has the wrong type: give a whole number."
+    )
 
 
 def test_the_version_service_refuses_a_malformed_document_on_the_rules_field(
@@ -198,7 +231,7 @@ def test_the_version_service_refuses_a_malformed_document_on_the_rules_field(
         )
 
     assert caught.value.message_dict == {"rules": ["plausibility.sbp: low is above high."]}
-    assert iv_protocol.versions.count() == 1
+    assert iv_protocol.versions.count() == 2  # the two shipped versions, nothing more
 
 
 UNCHECKED = "BUG: protocols/rules.py parse_rules does not validate {what}; {consequence}"

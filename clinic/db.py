@@ -216,3 +216,38 @@ def audit_append_only(*tables: str) -> migrations.RunPython:
     return migrations.RunPython(
         _install({"postgresql": postgresql, "sqlite": sqlite}), migrations.RunPython.noop
     )
+
+
+def preserve_sqlite_triggers(*tables: str) -> tuple[migrations.RunPython, migrations.RunPython]:
+    """SQLite rebuilds a table to add most columns, which drops its triggers (the lock and
+    append-only guards). Put the first operation before a migration's schema changes and the
+    second after them: every trigger of `tables` that the rebuild dropped is created again,
+    from its own stored SQL. PostgreSQL keeps triggers across ALTER TABLE: nothing to do."""
+    saved: dict[str, str] = {}
+    placeholders = ", ".join(["%s"] * len(tables))
+    query = (
+        "SELECT name, sql FROM sqlite_master "
+        f"WHERE type = 'trigger' AND tbl_name IN ({placeholders})"
+    )
+
+    def save(apps, schema_editor):
+        if schema_editor.connection.vendor != "sqlite":
+            return
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(query, list(tables))
+            saved.update(dict(cursor.fetchall()))
+
+    def restore(apps, schema_editor):
+        if schema_editor.connection.vendor != "sqlite":
+            return
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(query, list(tables))
+            present = {name for name, _ in cursor.fetchall()}
+        for name, sql in saved.items():
+            if name not in present:
+                schema_editor.execute(sql, params=None)
+
+    return (
+        migrations.RunPython(save, migrations.RunPython.noop),
+        migrations.RunPython(restore, migrations.RunPython.noop),
+    )

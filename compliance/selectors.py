@@ -47,9 +47,8 @@ from django.utils import timezone
 
 from audit.models import Finding, VerificationRun
 from clinic.models import Signature, Site
-from followups.models import FollowUp
+from followups.models import REMS_FORM_CODE, FollowUp
 from monitoring.models import (
-    LATE_ENTRY,
     Alert,
     DrugLot,
     Incident,
@@ -59,7 +58,7 @@ from monitoring.models import (
 )
 from patients.models import ConsentKind, ConsentRecord, ConsentTemplate
 from protocols.models import Assessment, ProtocolVersion
-from protocols.rules import ProtocolRules
+from protocols.rules import FollowUpRule, ProtocolRules
 
 # --- The scope: one site, a range of its calendar days ----------------------------------------
 
@@ -436,6 +435,23 @@ def _consent_definition(book: RuleBook) -> str:
 # Step 2: required checks recorded on time ---------------------------------------------------
 
 
+def _late_entry(book: RuleBook) -> Expression:
+    """Each check's late-entry limit from its session's protocol version (SPEC §M3)."""
+    return Case(
+        *(
+            When(
+                session__course__protocol_version_id=v.pk,
+                then=Value(timedelta(minutes=v.rules.late_entry_minutes)),
+            )
+            for v in book.readable
+        ),
+        default=Value(
+            timedelta(minutes=max((v.rules.late_entry_minutes for v in book.readable), default=0))
+        ),
+        output_field=DurationField(),
+    )
+
+
 def _checks(scope: Scope, book: RuleBook) -> QuerySet:
     judged = (
         Q(satisfied_at__isnull=False)
@@ -451,21 +467,26 @@ def _checks(scope: Scope, book: RuleBook) -> QuerySet:
         entered_in_error_at__isnull=True,
         measured_at=OuterRef("satisfied_at"),
     )
+    late_after = ExpressionWrapper(
+        OuterRef("satisfied_at") + OuterRef("late_entry"), output_field=DateTimeField()
+    )
     return (
         RequiredCheck.objects.filter(
-            scope.in_range("session__dose_started_at"), session__site=scope.site
+            scope.in_range("session__dose_started_at"),
+            session__site=scope.site,
+            # Withdrawn by a re-plan (SPEC §M6): no longer required, not judged.
+            voided_at__isnull=True,
         )
         .filter(judged)
         .annotate(
             when=F("session__dose_started_at"),
-            # Late: satisfied by a reading charted more than LATE_ENTRY after it was measured
-            # (§M3), with no reading of that instant charted in time.
-            charted_late=Exists(
-                at_satisfaction.filter(entered_at__gt=OuterRef("satisfied_at") + LATE_ENTRY)
-            ),
-            charted_in_time=Exists(
-                at_satisfaction.filter(entered_at__lte=OuterRef("satisfied_at") + LATE_ENTRY)
-            ),
+            late_entry=_late_entry(book),
+        )
+        .annotate(
+            # Late: satisfied by a reading charted more than the version's late-entry limit
+            # after it was measured (§M3), with no reading of that instant charted in time.
+            charted_late=Exists(at_satisfaction.filter(entered_at__gt=late_after)),
+            charted_in_time=Exists(at_satisfaction.filter(entered_at__lte=late_after)),
         )
         .select_related("session__patient")
     )
@@ -479,15 +500,18 @@ def _checks_compliant(scope: Scope, book: RuleBook) -> Q:
     return Q(satisfied_at__isnull=False) & ~_entered_late()
 
 
-def _late_minutes() -> int:
-    return int(LATE_ENTRY.total_seconds() // 60)
+def _late_minutes(book: RuleBook) -> str:
+    minutes = sorted({v.rules.late_entry_minutes for v in book.readable})
+    return "/".join(str(m) for m in minutes) or "—"
 
 
 def _checks_reason(scope: Scope, book: RuleBook) -> Expression:
     return _reason(
         When(
             Q(satisfied_at__isnull=False) & _entered_late(),
-            then=Value(f"Recorded late: charted more than {_late_minutes()} min after measuring"),
+            then=Value(
+                f"Recorded late: charted more than {_late_minutes(book)} min after measuring"
+            ),
         ),
         When(satisfied_at__isnull=False, then=Value("")),
         When(
@@ -517,7 +541,7 @@ def _checks_definition(book: RuleBook) -> str:
     return (
         "Required checks of the sessions dosed in the range whose window has closed (or that "
         "were recorded or excused). Compliant: a reading (or CADSS) inside the check's window, "
-        f"charted within {_late_minutes()} min of measuring. Excused and missed checks are "
+        f"charted within {_late_minutes(book)} min of measuring. Excused and missed checks are "
         "protocol deviations."
     )
 
@@ -762,11 +786,19 @@ def _rems_versions(book: RuleBook) -> tuple[VersionRules, ...]:
     return book.where(lambda rules: rules.drug == DrugLot.Drug.ESKETAMINE)
 
 
+def _rems_rules(book: RuleBook) -> list[tuple[VersionRules, FollowUpRule]]:
+    """The REMS monitoring form duty of each esketamine version (§F6). By its code, not by
+    `per_session`: the next-day call is owed for every session too."""
+    return [
+        (v, rule)
+        for v in _rems_versions(book)
+        for rule in v.rules.followups
+        if rule.code == REMS_FORM_CODE
+    ]
+
+
 def _rems_codes(book: RuleBook) -> list[str]:
-    """The duties owed for every esketamine session (the REMS monitoring form, §F6)."""
-    return sorted(
-        {rule.code for v in _rems_versions(book) for rule in v.rules.followups if rule.per_session}
-    )
+    return sorted({rule.code for _, rule in _rems_rules(book)})
 
 
 def _rems_sessions(scope: Scope, book: RuleBook) -> QuerySet:
@@ -833,14 +865,8 @@ def _describe_rems(session) -> RowView:
 
 
 def _rems_definition(book: RuleBook) -> str:
-    windows = sorted(
-        {
-            (rule.offset_hours + rule.window_hours) / 24
-            for v in _rems_versions(book)
-            for rule in v.rules.followups
-            if rule.per_session
-        }
-    )
+    # The version's REMS window (SPEC §F6); the form's own window_ends_at was planned from it.
+    windows = sorted({v.rules.rems_form_due_days for v, _ in _rems_rules(book)})
     days = " / ".join(f"{d:g}" for d in windows) or "—"
     return (
         "Esketamine sessions discharged in the range (a REMS form still inside its window is "

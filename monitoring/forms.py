@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from crispy_forms.helper import FormHelper
 from crispy_forms.layout import Column, Layout, Row
@@ -301,6 +302,15 @@ class DischargeForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         validators=[reject_control_characters],
     )
+    disagreement_reason = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Reason the criteria differ from the recorded readings",
+        help_text="Only when an entered score differs from the latest recorded SpO2, MOAA/S or "
+        "blood pressure (SPEC §M9).",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        validators=[reject_control_characters],
+    )
     password = forms.CharField(
         label="Your password",
         strip=False,
@@ -320,11 +330,11 @@ class LotForm(forms.Form):
     drug = forms.ChoiceField(choices=DrugLot.Drug.choices)
     lot_number = forms.CharField(max_length=40, validators=[reject_control_characters])
     concentration_mg_per_ml = forms.DecimalField(
-        label="Concentration (mg/mL)", max_digits=6, decimal_places=2, min_value=0.01
+        label="Concentration (mg/mL)", max_digits=6, decimal_places=2, min_value=Decimal("0.01")
     )
     expires_on = forms.DateField(widget=DateInput())
     received_mg = forms.DecimalField(
-        label="Received (mg)", max_digits=9, decimal_places=2, min_value=0.01
+        label="Received (mg)", max_digits=9, decimal_places=2, min_value=Decimal("0.01")
     )
 
     def __init__(self, *args, **kwargs):
@@ -337,7 +347,7 @@ class WasteForm(forms.Form):
         label="Amount wasted (mg)",
         max_digits=9,
         decimal_places=2,
-        min_value=0.01,
+        min_value=Decimal("0.01"),
         widget=forms.NumberInput(attrs=DECIMAL),
     )
     reason = ReasonField()

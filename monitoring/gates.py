@@ -8,10 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from monitoring.evaluation import anchor_times, evaluate_reading
+from monitoring.evaluation import (
+    Baseline,
+    anchor_times,
+    baseline_values,
+    evaluate_reading,
+    is_complete_set,
+)
 from monitoring.models import Alert, RequiredCheck, TreatmentSession, VitalReading
 from patients.models import ConsentKind
 from patients.selectors import ConsentStatus, patient_consent_summary
@@ -32,9 +39,66 @@ def gate_is_open(conditions: list[Condition]) -> bool:
     return all(c.met for c in conditions)
 
 
-def latest_valid_predose(session: TreatmentSession) -> VitalReading | None:
-    readings = session.vitals.filter(entered_in_error_at__isnull=True, is_predose=True)
-    return readings.order_by("-measured_at", "-id").first()
+def _valid_predose(session: TreatmentSession):
+    return session.vitals.filter(entered_in_error_at__isnull=True, is_predose=True).order_by(
+        "-measured_at", "-id"
+    )
+
+
+def predose_required_fields(session: TreatmentSession) -> tuple[str, ...]:
+    return tuple(session.rules.dose["predose_required_fields"])
+
+
+def latest_valid_predose(
+    session: TreatmentSession, readings: list[VitalReading] | None = None
+) -> VitalReading | None:
+    """The latest valid *complete* pre-dose set (SPEC §G3): every field the protocol requires
+    (default SBP, DBP, HR, SpO2). A temperature- or SpO2-only reading never counts.
+
+    `readings`: the session's valid pre-dose readings, newest first, when already loaded."""
+    required = predose_required_fields(session)
+    if readings is None:
+        holding = _valid_predose(session).filter(**{f"{f}__isnull": False for f in required})
+        return holding.first()
+    return next((r for r in readings if is_complete_set(r, required)), None)
+
+
+def predose_baseline(session: TreatmentSession) -> Baseline:
+    """Per-field pre-dose baseline (SPEC §M5): the latest valid pre-dose value of each field."""
+    return baseline_values(_valid_predose(session))
+
+
+@dataclass(frozen=True)
+class RaisedPredose:
+    """A raised pre-dose BP that needs the prescriber's decision (SPEC §M5)."""
+
+    reading: VitalReading
+    messages: tuple[str, ...]
+
+
+def raised_predose(
+    session: TreatmentSession, readings: list[VitalReading] | None = None
+) -> RaisedPredose | None:
+    """The latest valid pre-dose reading whose BP needs the prescriber's proceed / defer.
+
+    Each pre-dose rule looks at the latest valid pre-dose reading holding its field, so a later
+    SpO2- or temperature-only reading never hides a raised BP. The decision must be bound to
+    the latest such reading: a later raised reading needs a new decision.
+    """
+    readings = list(_valid_predose(session)) if readings is None else readings
+    raised: dict[int, tuple[VitalReading, list[str]]] = {}
+    for rule in session.rules.predose_alerts:
+        holding = next((r for r in readings if getattr(r, rule.field) is not None), None)
+        if holding is None:
+            continue
+        for alert in evaluate_reading(rules=[rule], reading=holding):
+            raised.setdefault(holding.pk, (holding, []))[1].append(alert.message)
+    if not raised:
+        return None
+    reading, _messages = max(raised.values(), key=lambda item: (item[0].measured_at, item[0].pk))
+    # Messages of every raised field, whichever reading raised them.
+    all_messages = tuple(m for _, found in raised.values() for m in found)
+    return RaisedPredose(reading, all_messages)
 
 
 def predose_alerts(session: TreatmentSession, reading: VitalReading | None) -> list[str]:
@@ -42,6 +106,15 @@ def predose_alerts(session: TreatmentSession, reading: VitalReading | None) -> l
         return []
     rules = session.rules
     return [a.message for a in evaluate_reading(rules=rules.predose_alerts, reading=reading)]
+
+
+def predose_decision_holds(session: TreatmentSession, raised: RaisedPredose | None) -> bool:
+    """A *proceed* made on the very reading that is raised now (SPEC §M5)."""
+    return (
+        raised is not None
+        and session.predose_decision == TreatmentSession.PredoseDecision.PROCEED
+        and session.predose_decision_reading_id == raised.reading.pk
+    )
 
 
 def start_gate(session: TreatmentSession, *, at: datetime | None = None) -> list[Condition]:
@@ -139,52 +212,107 @@ def start_gate(session: TreatmentSession, *, at: datetime | None = None) -> list
         )
     )
 
-    max_age = timedelta(minutes=rules.dose["predose_vitals_max_age_minutes"])
-    predose = latest_valid_predose(session)
-    recent = predose is not None and at - predose.measured_at <= max_age
+    max_minutes = rules.dose["predose_vitals_max_age_minutes"]
+    max_age = timedelta(minutes=max_minutes)
+    predose_readings = list(_valid_predose(session))
+    predose = latest_valid_predose(session, predose_readings)
+    recent = predose is not None and timedelta(0) <= at - predose.measured_at <= max_age
+    required = ", ".join(FIELD_LABELS.get(f, f) for f in predose_required_fields(session))
+    if recent:
+        detail = f"Measured {timezone.localtime(predose.measured_at):%H:%M}."
+    elif predose is None:
+        detail = f"Record a complete set of pre-dose vitals ({required})."
+    else:
+        detail = (
+            f"The last complete set ({timezone.localtime(predose.measured_at):%H:%M}) is more "
+            f"than {max_minutes} min old: record a new one ({required})."
+        )
     conditions.append(
         Condition(
             "predose-vitals",
-            f"Pre-dose vitals within the last {rules.dose['predose_vitals_max_age_minutes']} min",
+            f"Complete pre-dose vitals within the last {max_minutes} min",
             recent,
-            "" if recent else "Record a full set of pre-dose vitals.",
+            detail,
             session_url + "#vitals",
         )
     )
 
-    high_bp = predose_alerts(session, predose) if recent else []
-    if high_bp:
-        decided = session.predose_decision == TreatmentSession.PredoseDecision.PROCEED
-        deferred = session.predose_decision == TreatmentSession.PredoseDecision.DEFER
+    open_critical = list(
+        session.alerts.filter(level=Alert.Level.CRITICAL, acknowledged_at__isnull=True)
+    )
+    conditions.append(
+        Condition(
+            "critical-alerts",
+            "No unacknowledged critical alert",
+            not open_critical,
+            "; ".join(a.message for a in open_critical)
+            + (" — the anesthesiologist or psychiatrist acknowledges it." if open_critical else ""),
+            session_url + "#alerts",
+        )
+    )
+
+    raised = raised_predose(session, predose_readings)
+    if raised is not None:
+        holds = predose_decision_holds(session, raised)
+        deferred = (
+            session.predose_decision == TreatmentSession.PredoseDecision.DEFER
+            and session.predose_decision_reading_id == raised.reading.pk
+        )
+        stale = bool(session.predose_decision) and not holds and not deferred
+        detail = " ".join(raised.messages)
+        if deferred:
+            detail += " Deferred by the prescriber."
+        elif stale:
+            detail += (
+                " A new raised reading "
+                f"({timezone.localtime(raised.reading.measured_at):%H:%M}) needs a new decision."
+            )
         conditions.append(
             Condition(
                 "predose-decision",
                 "Prescriber's decision on raised pre-dose blood pressure",
-                decided,
-                " ".join(high_bp) + (" Deferred by the prescriber." if deferred else ""),
+                holds,
+                detail,
                 reverse("monitoring:predose_decision", kwargs={"session_id": session.pk}),
             )
         )
     return conditions
 
 
+FIELD_LABELS = {
+    "sbp": "systolic BP",
+    "dbp": "diastolic BP",
+    "hr": "heart rate",
+    "rr": "respiratory rate",
+    "spo2": "SpO2",
+    "temperature_c": "temperature",
+    "moaas": "MOAA/S",
+}
+
+
 def latest_cssrs(patient, *, at: datetime) -> tuple[datetime, str] | None:
-    """The patient's most recent C-SSRS result, from assessments or follow-ups (SPEC §G3)."""
+    """The patient's most recently *administered* C-SSRS, from assessments or follow-ups
+    (SPEC §G3): the time the screen was answered, not the time its record was created."""
     from followups.models import FollowUp
 
+    answered = Coalesce("cssrs_administered_at", "created_at")
     screens = [
-        (a.created_at, a.cssrs_risk)
-        for a in Assessment.objects.filter(patient=patient, created_at__lte=at)
+        (a.answered, a.cssrs_risk)
+        for a in Assessment.objects.filter(patient=patient)
         .exclude(cssrs_risk="")
-        .order_by("-created_at")[:1]
+        .annotate(answered=answered)
+        .filter(answered__lte=at)
+        .order_by("-answered", "-id")[:1]
     ]
     screens += [
         (f.completed_at, f.cssrs_risk)
         for f in FollowUp.objects.filter(patient=patient, completed_at__lte=at)
         .exclude(cssrs_risk="")
-        .order_by("-completed_at")[:1]
+        .order_by("-completed_at", "-id")[:1]
     ]
-    return max(screens, default=None)
+    # On a tie the higher risk counts (the safer reading).
+    order = {CssrsRisk.HIGH: 3, CssrsRisk.MODERATE: 2, CssrsRisk.LOW: 1}
+    return max(screens, key=lambda s: (s[0], order.get(s[1], 0)), default=None)
 
 
 def observation_ends_at(session: TreatmentSession) -> datetime | None:
@@ -192,13 +320,12 @@ def observation_ends_at(session: TreatmentSession) -> datetime | None:
     if session.dose_started_at is None:
         return None
     rules = session.rules
-    anchors = anchor_times(rules, dose_started_at=session.dose_started_at)
-    if rules.observation_anchor == "infusion_end":
-        if session.dose_ended_at is None:
-            return None  # the infusion has not been recorded as ended
-        anchors["infusion_end"] = session.dose_ended_at
-    start = anchors[rules.observation_anchor]
-    return start + timedelta(minutes=rules.minimum_observation_minutes)
+    if rules.observation_anchor == "infusion_end" and session.dose_ended_at is None:
+        return None  # the infusion has not been recorded as ended
+    anchors = anchor_times(
+        rules, dose_started_at=session.dose_started_at, dose_ended_at=session.dose_ended_at
+    )
+    return anchors["observation_end"]
 
 
 def check_is_satisfiable_now(check: RequiredCheck, session: TreatmentSession, at: datetime) -> bool:
@@ -244,8 +371,12 @@ def close_gate(session: TreatmentSession, *, at: datetime | None = None) -> list
             )
         )
     missing = []
-    for check in session.checks.all():
+    for check in session.checks.required():
         if check.is_done:
+            continue
+        if check.due_at is not None and check.due_at > at:
+            # Not due yet: recovery checks run until discharge, so one falling due after it is
+            # not owed (the discharge withdraws it).
             continue
         if check.due_at is None and check_is_satisfiable_now(check, session, at):
             continue

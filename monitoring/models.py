@@ -21,8 +21,6 @@ from clinic.models import (
 from patients.models import Patient
 from protocols.models import TreatmentCourse
 
-LATE_ENTRY = timedelta(minutes=10)
-
 
 class SessionQuerySet(LockableQuerySet):
     def active(self) -> SessionQuerySet:
@@ -70,6 +68,11 @@ class TreatmentSession(LockableModel):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     predose_decision_at = models.DateTimeField(null=True, blank=True)
+    # SPEC §M5: the decision is bound to the reading it was made on; a later raised pre-dose
+    # reading needs a new decision.
+    predose_decision_reading = models.ForeignKey(
+        "VitalReading", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     dose_started_at = models.DateTimeField(
         null=True, blank=True, help_text="Infusion start (IV) or first device (intranasal)."
     )
@@ -375,7 +378,9 @@ class VitalReading(SessionChild):
 
     @property
     def is_late(self) -> bool:
-        return self.entered_at - self.measured_at > LATE_ENTRY
+        """Charted more than the protocol's late-entry minutes after it was measured (§M3)."""
+        limit = timedelta(minutes=self.session.rules.late_entry_minutes)
+        return self.entered_at - self.measured_at > limit
 
     @property
     def is_valid(self) -> bool:
@@ -419,8 +424,16 @@ class Alert(SessionChild):
         return f"{self.level}: {self.message}"
 
 
+class RequiredCheckQuerySet(SessionChildQuerySet):
+    def required(self) -> RequiredCheckQuerySet:
+        """Checks still required: not withdrawn by a re-plan (SPEC §M6)."""
+        return self.filter(voided_at__isnull=True)
+
+
 class RequiredCheck(SessionChild):
-    """A check the protocol schedule requires (SPEC §M6), materialized when dosing starts."""
+    """A check the protocol schedule requires (SPEC §M6), materialized when dosing starts and
+    re-planned from what happened (the actual infusion end, the discharge); a warning that asks
+    for a repeat reading adds a timed one (§M5)."""
 
     session = models.ForeignKey(TreatmentSession, on_delete=models.PROTECT, related_name="checks")
     code = models.CharField(max_length=40)
@@ -439,7 +452,18 @@ class RequiredCheck(SessionChild):
     excused_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # Met only by readings measured strictly before the dose started (SPEC §M6).
+    before_dose = models.BooleanField(default=False)
+    # A repeat-reading check (SPEC §M5): met only by a reading measured after this one.
+    after_reading = models.ForeignKey(
+        "VitalReading", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    # Withdrawn by a re-plan (the infusion ended earlier, or discharge came first): kept, never
+    # deleted, and no longer required.
+    voided_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.CharField(max_length=300, blank=True)
     history = HistoricalRecords()
+    objects = RequiredCheckQuerySet.as_manager()
 
     class Meta:
         ordering = ["due_at", "id"]
@@ -458,6 +482,10 @@ class RequiredCheck(SessionChild):
     @property
     def is_done(self) -> bool:
         return self.satisfied_at is not None or bool(self.excused_reason)
+
+    @property
+    def is_required(self) -> bool:
+        return self.voided_at is None
 
 
 class Observation(SessionChild):
@@ -525,6 +553,11 @@ class Discharge(SessionChild):
         "2-hour rule.",
     )
     notes = models.TextField(max_length=2000, blank=True)
+    # SPEC §M9: criteria entered at discharge are checked against the recorded data. Each
+    # disagreement found (item, entered, supported by the record, which reading) is stored with
+    # the written reason the discharging clinician gave for it.
+    disagreements = models.JSONField(default=list, blank=True)
+    disagreement_reason = models.TextField(max_length=2000, blank=True)
     discharged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )

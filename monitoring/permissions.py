@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 
-from clinic.models import User
+from clinic.models import Role, User
 from monitoring.models import Alert, DrugLot, RequiredCheck, TreatmentSession, VitalReading
 
 
@@ -65,3 +65,20 @@ def get_lot_for_user(*, user: User, lot_id: int, permission: str) -> DrugLot:
     lot = get_object_or_404(DrugLot, pk=lot_id, site_id__in=user.site_ids)
     _require(user, permission)
     return lot
+
+
+DISCHARGE_PERMISSION = "monitoring.discharge_treatmentsession"
+
+
+def may_sign_discharge(user: User, session: TreatmentSession) -> bool:
+    """Who may sign a discharge (SPEC §M9, §U): an active member of the session's site who
+    holds the discharge permission (anesthesiologist, psychiatrist), or a nurse when the
+    session's protocol version allows nurse discharge. The one rule: the service, the view and
+    the template all ask here."""
+    if not user.is_active or session.site_id not in user.site_ids:
+        return False
+    if user.has_perm(DISCHARGE_PERMISSION) and (
+        user.has_role(Role.ANESTHESIOLOGIST) or user.has_role(Role.PSYCHIATRIST)
+    ):
+        return True
+    return bool(session.rules.discharge.get("nurse_may_discharge")) and user.has_role(Role.NURSE)

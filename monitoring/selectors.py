@@ -30,7 +30,10 @@ def floor_board_for_site(
     """Active sessions of one of the user's sites, with next due check and open alerts."""
     now = now or timezone.now()
     open_check = Q(
-        checks__satisfied_at__isnull=True, checks__excused_reason="", checks__due_at__isnull=False
+        checks__satisfied_at__isnull=True,
+        checks__excused_reason="",
+        checks__due_at__isnull=False,
+        checks__voided_at__isnull=True,
     )
     return (
         TreatmentSession.objects.active()
@@ -44,6 +47,7 @@ def floor_board_for_site(
                     satisfied_at__isnull=True,
                     excused_reason="",
                     due_at__isnull=False,
+                    voided_at__isnull=True,
                 )
                 .order_by("due_at", "id")
                 .values("label")[:1]
@@ -85,7 +89,8 @@ class SessionPage:
 def session_page(*, session: TreatmentSession) -> SessionPage:
     now = timezone.now()
     readings = list(session.vitals.select_related("entered_by", "entered_in_error_by"))
-    checks = list(session.checks.order_by(F("due_at").asc(nulls_last=True), "id"))
+    # Checks withdrawn by a re-plan stay in the record but are no longer required (SPEC §M6).
+    checks = list(session.checks.required().order_by(F("due_at").asc(nulls_last=True), "id"))
     open_checks = [c for c in checks if not c.is_done and c.due_at is not None]
     valid = [r for r in readings if r.is_valid]
     return SessionPage(
@@ -158,9 +163,13 @@ def rems_monitoring_form(*, page: SessionPage) -> dict | None:
     predose = [r for r in valid if r.is_predose]
     post = [r for r in valid if not r.is_predose]
     start = session.dose_started_at
+    # The REMS form's mid-session BP is the protocol's own check (SPEC §D: BP at 40 min), named
+    # by the rules; the reading nearest its due time.
+    code = session.rules.rems_bp_check_code
+    check = next((c for c in page.checks if c.code == code and c.due_at), None)
     at_40 = (
-        min(post, key=lambda r: abs((r.measured_at - start).total_seconds() - 2400))
-        if post and start
+        min(post, key=lambda r: abs((r.measured_at - check.due_at).total_seconds()))
+        if post and check
         else None
     )
     shown = [r for r in (predose[-1] if predose else None, at_40, post[-1] if post else None)]

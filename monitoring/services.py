@@ -4,8 +4,9 @@ entries serialize instead of losing each other."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -32,6 +33,7 @@ from monitoring.models import (
     TreatmentSession,
     VitalReading,
 )
+from monitoring.permissions import may_sign_discharge
 from protocols.models import TreatmentCourse
 
 VITAL_FIELDS = ("sbp", "dbp", "hr", "rr", "spo2", "temperature_c", "moaas")
@@ -44,6 +46,15 @@ CLOSE_GATE = "Discharge refused: {conditions}."
 WITNESS_SAME_PERSON = "The witness must be a different person."
 WRONG_WITNESS_PASSWORD = "The witness's password is not correct."  # noqa: S105
 FUTURE_TOLERANCE = timedelta(minutes=1)
+WEIGHT_OUTSIDE_LIMITS = (
+    "The patient's recorded weight ({weight} kg) is outside this protocol's limits "
+    "({low}–{high} kg): check and correct the weight before dosing."
+)
+NO_PREDOSE_BP = "Record a pre-dose blood pressure, measured before the first device."
+DEVICES_TOO_CLOSE = (
+    "{devices} devices at least {interval} min apart: the last device cannot be before {earliest}."
+)
+NO_RAISED_PREDOSE = "No raised pre-dose reading or critical pre-dose alert needs a decision."
 
 
 def _locked_session(session: TreatmentSession) -> TreatmentSession:
@@ -147,27 +158,58 @@ def session_confirm_escort(
 def predose_decide(
     *, session: TreatmentSession, acting_user: User, decision: str, reason: str
 ) -> TreatmentSession:
-    """The prescriber's proceed / defer on a raised pre-dose BP (SPEC §M5)."""
+    """The prescriber's proceed / defer on a raised pre-dose reading (SPEC §M5).
+
+    The decision is bound to the reading it was made on (the latest raised pre-dose reading);
+    it also acknowledges the open critical pre-dose alerts, which the prescriber has now seen.
+    """
     session = _locked_session(session)
     if not _on_site_clinician(acting_user, session, Role.PSYCHIATRIST):
         raise PermissionDenied("Only the prescriber (a psychiatrist of the site) decides.")
     if session.status != TreatmentSession.Status.CHECKED_IN:
         raise ValidationError("The decision is taken before dosing.")
+    if decision not in TreatmentSession.PredoseDecision.values:
+        raise ValidationError({"decision": "Choose proceed or defer."})
     if not reason.strip():
         raise ValidationError({"reason": "Give the reason for the decision."})
+    raised = gates.raised_predose(session)
+    critical = session.alerts.filter(
+        level=Alert.Level.CRITICAL, acknowledged_at__isnull=True, reading__is_predose=True
+    ).select_related("reading")
+    candidates = [raised.reading] if raised else []
+    candidates += [a.reading for a in critical]
+    if not candidates:
+        raise ValidationError(NO_RAISED_PREDOSE)
+    reading = max(candidates, key=lambda r: (r.measured_at, r.pk))
+    now = timezone.now()
     session.predose_decision = decision
     session.predose_decision_reason = reason.strip()
     session.predose_decision_by = acting_user
-    session.predose_decision_at = timezone.now()
-    attribute(session, acting_user=acting_user, reason=f"Pre-dose decision: {decision}")
+    session.predose_decision_at = now
+    session.predose_decision_reading = reading
+    attribute(
+        session,
+        acting_user=acting_user,
+        reason=f"Pre-dose decision: {decision} (reading of "
+        f"{timezone.localtime(reading.measured_at):%H:%M})",
+    )
     session.save(
         update_fields=[
             "predose_decision",
             "predose_decision_reason",
             "predose_decision_by",
             "predose_decision_at",
+            "predose_decision_reading",
         ]
     )
+    for alert in critical:
+        _acknowledge(
+            session,
+            alert,
+            acting_user,
+            f"Prescriber's pre-dose decision: {decision} — {reason.strip()}",
+            now,
+        )
     return session
 
 
@@ -310,10 +352,29 @@ def dose_record(
             )
         patient = session.patient
         weight, per_kg, devices = patient.weight_kg, None, None
+        weight_limit = rules.plausibility.get("weight_kg")
+        if weight is not None and weight_limit is not None and not weight_limit.contains(weight):
+            errors["dose_mg"] = WEIGHT_OUTSIDE_LIMITS.format(
+                weight=weight, low=weight_limit.low, high=weight_limit.high
+            )
+        if (
+            route == "intranasal"
+            and not session.vitals.filter(
+                entered_in_error_at__isnull=True,
+                is_predose=True,
+                sbp__isnull=False,
+                dbp__isnull=False,
+                measured_at__lt=started_at,
+            ).exists()
+        ):
+            # Esketamine label / REMS: blood pressure is assessed before dosing.
+            errors["started_at"] = NO_PREDOSE_BP
         if route == "iv":
             max_age = timedelta(days=dose["weight_max_age_days"])
             measured = patient.weight_measured_on
-            if weight is None or measured is None or timezone.localdate(now) - measured > max_age:
+            if "dose_mg" in errors:
+                pass
+            elif weight is None or measured is None or timezone.localdate(now) - measured > max_age:
                 errors["dose_mg"] = (
                     f"Weigh the patient: mg/kg needs a weight from the last "
                     f"{dose['weight_max_age_days']} days."
@@ -372,41 +433,34 @@ def dose_record(
         attribute(session, acting_user=acting_user, reason="Dosing started")
         session.save(update_fields=["status", "dose_started_at"])
         # Checks already met (the pre-dose reading) are saved met: one history row each.
-        readings, cadss = _evidence(session)
-        for planned in plan_checks(rules, dose_started_at=started_at):
-            check = RequiredCheck(
-                session=session,
-                code=planned.code,
-                label=planned.label,
-                measures=list(planned.measures),
-                due_at=planned.due_at,
-                window_minutes=planned.window_minutes,
-                window_before_minutes=planned.window_before_minutes,
-                overdue_at=planned.due_at + timedelta(minutes=planned.window_minutes)
-                if planned.due_at
-                else None,
-            )
-            if check.due_at is not None:
-                check.satisfied_at = _met_at(check, readings, cadss)
-            attribute(
-                check,
-                acting_user=acting_user,
-                reason="Scheduled from the protocol"
-                + ("; recorded in window" if check.satisfied_at else ""),
-            )
-            check.save()
+        _sync_checks(session, acting_user, now=now)
         return record
 
 
 @transaction.atomic
 def dose_complete(*, session: TreatmentSession, acting_user: User, ended_at: datetime) -> None:
-    """Infusion ended (IV) or last device given (intranasal): monitoring continues."""
+    """Infusion ended (IV) or last device given (intranasal): monitoring continues, and the
+    check schedule is re-planned from the actual end (SPEC §M6)."""
     session = _locked_session(session)
     if session.status != TreatmentSession.Status.DOSING:
         raise ValidationError("The dose is not running.")
     if ended_at < session.dose_started_at or ended_at > timezone.now() + FUTURE_TOLERANCE:
         raise ValidationError({"ended_at": "The end must be between the start and now."})
     dose = session.doses.order_by("-id").first()
+    interval = session.rules.dose.get("device_interval_minutes")
+    if dose.devices and dose.devices > 1 and interval:
+        # SPEC §M2 / label: one device every `interval` minutes.
+        earliest = dose.started_at + timedelta(minutes=interval * (dose.devices - 1))
+        if ended_at < earliest:
+            raise ValidationError(
+                {
+                    "ended_at": DEVICES_TOO_CLOSE.format(
+                        devices=dose.devices,
+                        interval=interval,
+                        earliest=f"{timezone.localtime(earliest):%H:%M}",
+                    )
+                }
+            )
     dose.ended_at = ended_at
     attribute(dose, acting_user=acting_user, reason="Dose completed")
     dose.save(update_fields=["ended_at"])
@@ -414,6 +468,13 @@ def dose_complete(*, session: TreatmentSession, acting_user: User, ended_at: dat
     session.dose_ended_at = ended_at
     attribute(session, acting_user=acting_user, reason="Dose completed, monitoring")
     session.save(update_fields=["status", "dose_ended_at"])
+    _sync_checks(
+        session,
+        acting_user,
+        now=timezone.now(),
+        replan_reason=f"Re-planned from the actual end ({timezone.localtime(ended_at):%H:%M})",
+    )
+    _satisfy_checks(session, acting_user)
 
 
 @transaction.atomic
@@ -483,6 +544,44 @@ def vitals_record(
         return existing
 
 
+INTEGER_FIELDS = ("sbp", "dbp", "hr", "rr", "spo2", "moaas")
+NOT_A_WHOLE_NUMBER = "Enter a whole number."
+NOT_A_NUMBER = "Enter a number."
+TEMPERATURE_PRECISION = "Enter the temperature with at most one decimal (e.g. 36.8)."
+
+
+def clean_vital_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Validate vital values given to a service as a form would (SPEC §N5): a non-integer
+    SBP, DBP, HR, RR, SpO2 or MOAA/S is refused with a field error, never truncated."""
+    cleaned: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for field in VITAL_FIELDS:
+        value = values.get(field)
+        if value is None or value == "":
+            cleaned[field] = None
+            continue
+        if isinstance(value, bool):
+            errors[field] = NOT_A_NUMBER
+            continue
+        try:
+            number = Decimal(str(value).strip())
+        except (InvalidOperation, ValueError):
+            errors[field] = NOT_A_NUMBER
+            continue
+        if not number.is_finite():
+            errors[field] = NOT_A_NUMBER
+        elif field in INTEGER_FIELDS:
+            if number != number.to_integral_value():
+                errors[field] = NOT_A_WHOLE_NUMBER
+            else:
+                cleaned[field] = int(number)
+        elif number != number.quantize(Decimal("0.1")):
+            errors[field] = TEMPERATURE_PRECISION
+        else:
+            cleaned[field] = number
+    return cleaned, errors
+
+
 def _vitals_record(*, session, acting_user, measured_at, client_token, **values) -> VitalReading:
     session = _locked_session(session)
     existing = session.vitals.filter(client_token=client_token).first()
@@ -495,12 +594,21 @@ def _vitals_record(*, session, acting_user, measured_at, client_token, **values)
         raise TypeError(f"Unknown vital fields: {sorted(unknown)}")
     now = timezone.now()
     measured_at = measured_at or now
-    errors = plausibility_problems(session.rules, values)
+    values, errors = clean_vital_values(values)
+    errors.update(
+        {
+            field: message
+            for field, message in plausibility_problems(
+                session.rules, {f: v for f, v in values.items() if f not in errors}
+            ).items()
+            if field not in errors
+        }
+    )
     if measured_at > now + FUTURE_TOLERANCE:
         errors["measured_at"] = MEASURED_IN_FUTURE
     elif measured_at < session.checked_in_at:
         errors["measured_at"] = MEASURED_BEFORE_CHECK_IN
-    if all(values.get(f) is None for f in VITAL_FIELDS):
+    if not errors and all(values.get(f) is None for f in VITAL_FIELDS):
         errors["__all__"] = NO_VALUES
     if errors:
         raise ValidationError(errors)
@@ -516,23 +624,46 @@ def _vitals_record(*, session, acting_user, measured_at, client_token, **values)
     reading.full_clean()
     attribute(reading, acting_user=acting_user, reason="Recorded")
     reading.save()
-    if not reading.is_predose:
-        _raise_alerts(session, reading)
+    # SPEC §M5: every saved reading is evaluated, pre-dose ones included.
+    _raise_alerts(session, reading)
+    _sync_checks(session, acting_user, now=now)
     _satisfy_checks(session, acting_user)
     return reading
 
 
 def _raise_alerts(session: TreatmentSession, reading: VitalReading) -> list[Alert]:
+    rules = session.rules
     valid = session.vitals.filter(entered_in_error_at__isnull=True).exclude(pk=reading.pk)
-    baseline = valid.filter(is_predose=True).order_by("-measured_at", "-id").first()
-    # Either side: a back-dated reading can complete a two-readings rule too (SPEC §M3).
+    # The baseline is pre-dose; a pre-dose reading is not compared with itself or its peers.
+    baseline = None if reading.is_predose else gates.predose_baseline(session)
+    # Consecutive readings on either side: a back-dated reading can complete a two-readings
+    # rule too (SPEC §M3). The widest persistence window of the protocol bounds the search.
+    widest = max((r.persistence_window_minutes or 0 for r in rules.alerts), default=0)
+    span = timedelta(minutes=widest)
     earlier = valid.filter(
-        measured_at__gte=reading.measured_at - timedelta(hours=1),
-        measured_at__lte=reading.measured_at + timedelta(hours=1),
+        measured_at__gte=reading.measured_at - span,
+        measured_at__lte=reading.measured_at + span,
     )
+    # Consecutive means no valid reading of the field in between: load the immediate
+    # neighbours whatever their distance, so a reading outside the window still breaks a run.
+    neighbours = list(earlier)
+    for field in {r.field for r in rules.alerts if r.persistence_window_minutes is not None}:
+        holding = valid.filter(**{f"{field}__isnull": False})
+        before = (
+            holding.filter(measured_at__lte=reading.measured_at)
+            .order_by("-measured_at", "-id")
+            .first()
+        )
+        after = (
+            holding.filter(measured_at__gte=reading.measured_at)
+            .order_by("measured_at", "id")
+            .first()
+        )
+        neighbours += [r for r in (before, after) if r is not None]
     alerts = []
+    repeat_minutes = []
     for raised in evaluate_reading(
-        rules=session.rules.alerts, reading=reading, baseline=baseline, earlier=earlier
+        rules=rules.alerts, reading=reading, baseline=baseline, earlier=neighbours
     ):
         alert = Alert(
             session=session,
@@ -545,6 +676,8 @@ def _raise_alerts(session: TreatmentSession, reading: VitalReading) -> list[Aler
         attribute(alert, acting_user=reading.entered_by, reason="Raised")
         alert.save()
         alerts.append(alert)
+        if raised.level == Alert.Level.WARNING and raised.repeat_check_minutes:
+            repeat_minutes.append(raised.repeat_check_minutes)
         if raised.level == Alert.Level.CRITICAL:
             notify(
                 recipient=session.supervising_clinician,
@@ -552,7 +685,34 @@ def _raise_alerts(session: TreatmentSession, reading: VitalReading) -> list[Aler
                 title=f"Critical alert in chair {session.chair}: acknowledge it",
                 url=_session_url(session),
             )
+    if repeat_minutes:
+        _plan_repeat_check(session, reading, min(repeat_minutes), reading.entered_by)
     return alerts
+
+
+def _plan_repeat_check(
+    session: TreatmentSession, reading: VitalReading, minutes: int, acting_user: User
+) -> RequiredCheck:
+    """SPEC §M5: a warning that asks for a repeat reading creates a timed required check,
+    met by a reading of the same measurements taken after this one, within `minutes`."""
+    measures = ["sbp", "dbp"] if reading.sbp is not None and reading.dbp is not None else []
+    measures = measures or [f for f in ("sbp", "dbp") if getattr(reading, f) is not None]
+    due_at = reading.measured_at + timedelta(minutes=minutes)
+    check = RequiredCheck(
+        session=session,
+        code=f"repeat-{reading.pk}",
+        label=f"Repeat BP within {minutes} min (reading of "
+        f"{timezone.localtime(reading.measured_at):%H:%M})",
+        measures=measures,
+        due_at=due_at,
+        window_minutes=0,
+        window_before_minutes=minutes,
+        overdue_at=due_at,
+        after_reading=reading,
+    )
+    attribute(check, acting_user=acting_user, reason="Repeat reading requested by a warning")
+    check.save()
+    return check
 
 
 def _evidence(session: TreatmentSession) -> tuple[list[VitalReading], list[Observation]]:
@@ -562,30 +722,128 @@ def _evidence(session: TreatmentSession) -> tuple[list[VitalReading], list[Obser
 
 
 def _met_at(check: RequiredCheck, readings, cadss) -> datetime | None:
-    """When a valid reading (or CADSS) inside the check's window first met it, if one did."""
+    """When a valid reading (or CADSS) inside the check's window first met it, if one did.
+
+    A "before dose" check is met only by readings measured before the dose started; a repeat
+    check only by a reading measured after the one that asked for it (SPEC §M5, §M6).
+    """
     low = check.due_at - timedelta(minutes=check.window_before_minutes)
     high = check.due_at + timedelta(minutes=check.window_minutes)
     if check.measures == ["cadss"]:
         times = [o.observed_at for o in cadss if low <= o.observed_at <= high]
     else:
+        after = check.after_reading
         times = [
             r.measured_at
             for r in readings
             if low <= r.measured_at <= high
             and all(getattr(r, m) is not None for m in check.measures)
+            and (not check.before_dose or r.is_predose)
+            and (after is None or (r.pk != after.pk and r.measured_at > after.measured_at))
         ]
     return min(times) if times else None
 
 
 def _satisfy_checks(session: TreatmentSession, acting_user: User) -> None:
-    """Mark due checks met by a valid reading (or CADSS) inside their window."""
+    """Mark due checks met by a valid reading (or CADSS) inside their window, and re-open a
+    check whose only evidence was marked entered in error (SPEC §M6, §M8)."""
     readings, cadss = _evidence(session)
-    for check in session.checks.filter(satisfied_at__isnull=True, due_at__isnull=False):
+    checks = (
+        session.checks.required()
+        .filter(due_at__isnull=False, excused_reason="")
+        .select_related("after_reading")
+    )
+    for check in checks:
         met_at = _met_at(check, readings, cadss)
-        if met_at is not None:
-            check.satisfied_at = met_at
-            attribute(check, acting_user=acting_user, reason="Recorded in window")
-            check.save(update_fields=["satisfied_at"])
+        if met_at == check.satisfied_at:
+            continue
+        reason = (
+            "Recorded in window"
+            if met_at is not None and check.satisfied_at is None
+            else "Evidence changed"
+            if met_at is not None
+            else "Open again: its reading was marked entered in error"
+        )
+        check.satisfied_at = met_at
+        attribute(check, acting_user=acting_user, reason=reason)
+        check.save(update_fields=["satisfied_at"])
+
+
+def _plan_key(code: str, due_at: datetime | None) -> tuple:
+    return (code, due_at.astimezone(UTC) if due_at else None)
+
+
+def _sync_checks(
+    session: TreatmentSession,
+    acting_user: User,
+    *,
+    now: datetime,
+    final: datetime | None = None,
+    replan_reason: str = "",
+) -> None:
+    """Keep the schedule's checks in line with what happened (SPEC §M6).
+
+    Adds the occurrences that have become due (recovery checks run until discharge, "during"
+    checks run as long as the infusion does). With `replan_reason` (the infusion end was
+    recorded) or `final` (the discharge time), an open check the plan no longer holds is
+    withdrawn — kept, with the reason, never deleted.
+    """
+    if session.dose_started_at is None:
+        return
+    rules = session.rules
+    started, ended = session.dose_started_at, session.dose_ended_at
+    steps = [c.repeat_every_minutes for c in rules.schedule if c.repeat_every_minutes]
+    lookahead = timedelta(minutes=max(steps, default=0))
+    until = final if final is not None else now + lookahead
+    plan = plan_checks(rules, dose_started_at=started, dose_ended_at=ended, until=until)
+    infusion_minutes = rules.dose.get("infusion_minutes")
+    if ended is None and infusion_minutes:
+        planned_end = started + timedelta(minutes=infusion_minutes)
+        if now + lookahead > planned_end:
+            # The infusion runs past its planned end: its "during" checks run on with it.
+            running = plan_checks(
+                rules, dose_started_at=started, dose_ended_at=now + lookahead, until=until
+            )
+            plan += [p for p in running if p.repeat_until == "infusion_end"]
+    if final is not None:
+        plan = [p for p in plan if p.due_at is None or p.due_at <= final]
+    wanted = {_plan_key(p.code, p.due_at): p for p in plan}
+    existing = list(session.checks.filter(after_reading__isnull=True, voided_at__isnull=True))
+    if replan_reason or final is not None:
+        for check in existing:
+            if check.is_done or _plan_key(check.code, check.due_at) in wanted:
+                continue
+            check.voided_at = now
+            check.void_reason = replan_reason or "Not due before the discharge"
+            attribute(check, acting_user=acting_user, reason=f"Withdrawn: {check.void_reason}")
+            check.save(update_fields=["voided_at", "void_reason"])
+    have = {_plan_key(c.code, c.due_at) for c in existing}
+    readings, cadss = _evidence(session)
+    for key, planned in wanted.items():
+        if key in have:
+            continue
+        check = RequiredCheck(
+            session=session,
+            code=planned.code,
+            label=planned.label,
+            measures=list(planned.measures),
+            due_at=planned.due_at,
+            window_minutes=planned.window_minutes,
+            window_before_minutes=planned.window_before_minutes,
+            before_dose=planned.before_dose,
+            overdue_at=planned.due_at + timedelta(minutes=planned.window_minutes)
+            if planned.due_at
+            else None,
+        )
+        if check.due_at is not None:
+            check.satisfied_at = _met_at(check, readings, cadss)
+        attribute(
+            check,
+            acting_user=acting_user,
+            reason="Scheduled from the protocol"
+            + ("; recorded in window" if check.satisfied_at else ""),
+        )
+        check.save()
 
 
 @transaction.atomic
@@ -604,7 +862,27 @@ def vitals_mark_error(*, reading: VitalReading, acting_user: User, reason: str) 
     reading.error_reason = reason.strip()
     attribute(reading, acting_user=acting_user, reason=f"Entered in error: {reason.strip()}")
     reading.save(update_fields=["entered_in_error_at", "entered_in_error_by", "error_reason"])
+    # A check met only by this reading is open again (SPEC §M6).
+    _satisfy_checks(session, acting_user)
     return reading
+
+
+def _acknowledge(
+    session: TreatmentSession, alert: Alert, acting_user: User, action_taken: str, at: datetime
+) -> Alert:
+    alert.acknowledged_at = at
+    alert.acknowledged_by = acting_user
+    alert.action_taken = action_taken
+    attribute(alert, acting_user=acting_user, reason="Acknowledged")
+    alert.save(update_fields=["acknowledged_at", "acknowledged_by", "action_taken"])
+    if not session.alerts.filter(level=Alert.Level.CRITICAL, acknowledged_at__isnull=True).exists():
+        # Every critical alert of the session is handled: its notices are done with.
+        Notification.objects.filter(
+            url=_session_url(session),
+            kind=Notification.Kind.CRITICAL_ALERT,
+            read_at__isnull=True,
+        ).update(read_at=at)
+    return alert
 
 
 @transaction.atomic
@@ -619,19 +897,7 @@ def alert_acknowledge(*, alert: Alert, acting_user: User, action_taken: str) -> 
         raise ValidationError("This alert was already acknowledged.")
     if not action_taken.strip():
         raise ValidationError({"action_taken": "Record the action taken."})
-    alert.acknowledged_at = timezone.now()
-    alert.acknowledged_by = acting_user
-    alert.action_taken = action_taken.strip()
-    attribute(alert, acting_user=acting_user, reason="Acknowledged")
-    alert.save(update_fields=["acknowledged_at", "acknowledged_by", "action_taken"])
-    if not session.alerts.filter(level=Alert.Level.CRITICAL, acknowledged_at__isnull=True).exists():
-        # Every critical alert of the session is handled: its notices are done with.
-        Notification.objects.filter(
-            url=_session_url(session),
-            kind=Notification.Kind.CRITICAL_ALERT,
-            read_at__isnull=True,
-        ).update(read_at=alert.acknowledged_at)
-    return alert
+    return _acknowledge(session, alert, acting_user, action_taken.strip(), timezone.now())
 
 
 @transaction.atomic
@@ -641,6 +907,8 @@ def check_excuse(*, check: RequiredCheck, acting_user: User, reason: str) -> Req
     check = RequiredCheck.objects.select_for_update().get(pk=check.pk)
     if check.is_done:
         raise ValidationError("This check is already done or excused.")
+    if not check.is_required:
+        raise ValidationError("This check was withdrawn by a re-plan: nothing to excuse.")
     if not reason.strip():
         raise ValidationError({"reason": "Give the reason the check was missed."})
     check.excused_reason, check.excused_by = reason.strip(), acting_user
@@ -678,6 +946,7 @@ def observation_record(
     observation.full_clean()
     attribute(observation, acting_user=acting_user, reason="Recorded")
     observation.save()
+    _sync_checks(session, acting_user, now=timezone.now())
     _satisfy_checks(session, acting_user)
     return observation
 
@@ -716,14 +985,116 @@ def discharge_criteria_problems(session: TreatmentSession, values: dict) -> dict
     return problems
 
 
+ALDRETE_ITEMS = (
+    "aldrete_activity",
+    "aldrete_respiration",
+    "aldrete_circulation",
+    "aldrete_consciousness",
+    "aldrete_spo2",
+)
+DISAGREEMENT_REASON_REQUIRED = (
+    "{what}: the record says {supported} ({evidence}). Correct the entry, or give a written "
+    "reason for the difference."
+)
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """An entered discharge criterion that the recorded data does not support (SPEC §M9)."""
+
+    item: str
+    label: str
+    entered: int
+    supported: int | None
+    evidence: str
+
+    def as_dict(self) -> dict:
+        return {
+            "item": self.item,
+            "entered": self.entered,
+            "supported": self.supported,
+            "evidence": self.evidence,
+        }
+
+
+def _latest_valid(session: TreatmentSession, field: str) -> VitalReading | None:
+    return (
+        session.vitals.filter(entered_in_error_at__isnull=True, **{f"{field}__isnull": False})
+        .order_by("-measured_at", "-id")
+        .first()
+    )
+
+
+def _at(reading: VitalReading) -> str:
+    return f"{timezone.localtime(reading.measured_at):%H:%M}"
+
+
+def discharge_disagreements(session: TreatmentSession, values: dict) -> list[Disagreement]:
+    """Criteria entered at discharge checked against the latest valid readings (SPEC §M9):
+    the Aldrete SpO2, consciousness and circulation items and the MOAA/S must agree with what
+    was recorded. An item with no reading to compare (e.g. no MOAA/S charted) is the
+    clinician's own observation at discharge and stands as entered."""
+    rule = session.rules.discharge
+    found: list[Disagreement] = []
+
+    def compare(item: str, label: str, supported: int, evidence: str) -> None:
+        if values[item] != supported:
+            found.append(Disagreement(item, label, values[item], supported, evidence))
+
+    spo2 = _latest_valid(session, "spo2")
+    if spo2 is not None:
+        supported = (
+            2
+            if spo2.spo2 > rule["aldrete_spo2_two_points_above"]
+            else 1
+            if spo2.spo2 >= rule["aldrete_spo2_one_point_from"]
+            else 0
+        )
+        compare("aldrete_spo2", "Aldrete SpO2", supported, f"SpO2 {spo2.spo2} % at {_at(spo2)}")
+
+    moaas = _latest_valid(session, "moaas")
+    if moaas is not None:
+        evidence = f"MOAA/S {moaas.moaas} at {_at(moaas)}"
+        supported = (
+            2
+            if moaas.moaas >= rule["aldrete_moaas_two_points"]
+            else 1
+            if moaas.moaas >= rule["aldrete_moaas_one_point_from"]
+            else 0
+        )
+        compare("aldrete_consciousness", "Aldrete consciousness", supported, evidence)
+        compare("moaas", "MOAA/S", moaas.moaas, evidence)
+
+    baseline = gates.predose_baseline(session).sbp
+    latest = (
+        session.vitals.filter(entered_in_error_at__isnull=True, is_predose=False, sbp__isnull=False)
+        .order_by("-measured_at", "-id")
+        .first()
+    )
+    if baseline is not None and latest is not None:
+        change = abs(Decimal(latest.sbp) - Decimal(baseline)) * 100 / Decimal(baseline)
+        supported = (
+            2
+            if change <= rule["aldrete_bp_two_points_within_percent"]
+            else 1
+            if change < rule["aldrete_bp_one_point_within_percent"]
+            else 0
+        )
+        evidence = f"SBP {latest.sbp} at {_at(latest)} against a pre-dose {baseline}"
+        compare("aldrete_circulation", "Aldrete circulation", supported, evidence)
+    return found
+
+
 def session_discharge(
-    *, session: TreatmentSession, signer: User, password: str, **values: Any
+    *,
+    session: TreatmentSession,
+    signer: User,
+    password: str,
+    disagreement_reason: str = "",
+    **values: Any,
 ) -> TreatmentSession:
     """The close gate, the criteria, the signature ('discharged'), then the lock (§G4, §M9)."""
-    allowed = [Role.ANESTHESIOLOGIST, Role.PSYCHIATRIST]
-    if session.rules.discharge.get("nurse_may_discharge"):
-        allowed.append(Role.NURSE)
-    if not _on_site_clinician(signer, session, *allowed):
+    if not may_sign_discharge(signer, session):
         raise PermissionDenied("You may not sign this discharge.")
     signatures.check_password_for_signing(signer=signer, password=password, record=session)
     with transaction.atomic():
@@ -731,6 +1102,9 @@ def session_discharge(
         if session.status != TreatmentSession.Status.MONITORING:
             raise ValidationError("Only a session in monitoring can be discharged.")
         now = timezone.now()
+        # Recovery checks run until discharge: those due by now are required, later ones not.
+        _sync_checks(session, signer, now=now, final=now)
+        _satisfy_checks(session, signer)
         failing = [c for c in gates.close_gate(session, at=now) if not c.met]
         if failing:
             raise ValidationError(
@@ -744,13 +1118,34 @@ def session_discharge(
         problems = discharge_criteria_problems(session, values)
         if problems:
             raise ValidationError(problems)
-        for check in session.checks.filter(
+        disagreements = discharge_disagreements(session, values)
+        disagreement_reason = (disagreement_reason or "").strip()
+        if disagreements and not disagreement_reason:
+            raise ValidationError(
+                {
+                    "disagreement_reason": [
+                        DISAGREEMENT_REASON_REQUIRED.format(
+                            what=d.label,
+                            supported=f"{d.supported}, not {d.entered}",
+                            evidence=d.evidence,
+                        )
+                        for d in disagreements
+                    ]
+                }
+            )
+        for check in session.checks.required().filter(
             satisfied_at__isnull=True, due_at__isnull=True, excused_reason=""
         ):
             check.satisfied_at = now
             attribute(check, acting_user=signer, reason="Met before discharge")
             check.save(update_fields=["satisfied_at"])
-        discharge = Discharge(session=session, discharged_by=signer, **values)
+        discharge = Discharge(
+            session=session,
+            discharged_by=signer,
+            disagreements=[d.as_dict() for d in disagreements],
+            disagreement_reason=disagreement_reason if disagreements else "",
+            **values,
+        )
         discharge.full_clean()
         attribute(discharge, acting_user=signer, reason="Discharge criteria recorded")
         discharge.save()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -35,6 +35,7 @@ from monitoring.permissions import (
     get_lot_for_user,
     get_reading_for_user,
     get_session_for_user,
+    may_sign_discharge,
 )
 from monitoring.selectors import (
     floor_board_for_site,
@@ -98,7 +99,11 @@ def session_new(request: HttpRequest, course_id: int) -> HttpResponse:
 def session_detail(request: HttpRequest, session_id: int) -> HttpResponse:
     session = get_session_for_user(user=request.user, session_id=session_id)
     access_log(request=request, what="Session", record=session)
-    context = {"page": session_page(session=session), "vitals_form": VitalsForm()}
+    context = {
+        "page": session_page(session=session),
+        "vitals_form": VitalsForm(),
+        "may_discharge": may_sign_discharge(request.user, session),
+    }
     return render(request, "monitoring/session.html", context)
 
 
@@ -350,9 +355,9 @@ def observation_new(request: HttpRequest, session_id: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def discharge(request: HttpRequest, session_id: int) -> HttpResponse:
-    session = get_session_for_user(
-        user=request.user, session_id=session_id, permission="monitoring.discharge_treatmentsession"
-    )
+    session = get_session_for_user(user=request.user, session_id=session_id)
+    if not may_sign_discharge(request.user, session):
+        raise PermissionDenied("You may not sign this discharge.")
     form = DischargeForm(form_data(request))
     if request.method == "POST" and form.is_valid():
         try:

@@ -15,14 +15,18 @@ from django.utils import timezone
 from clinic.models import Role, Site, User
 from patients.models import ConsentKind, ConsentRecord, ConsentTemplate, Patient
 from patients.scans import MAX_SCAN_BYTES, sniff_scan_content_type
-from patients.services import CONSENT_MAX_AGE_DAYS, PATIENT_FIELDS, SIGNED_TOO_LONG_AGO
+from patients.services import (
+    CONSENT_MAX_AGE_DAYS,
+    PATIENT_FIELDS,
+    SIGNED_TOO_LONG_AGO,
+    weight_error,
+)
 
 MRN_FORMAT = "Use letters, digits, '-', '/' or '.' only (at most 32)."
 MRN_TAKEN = "A patient with this record number is already registered at {site}."
 DOB_FUTURE = "The date of birth cannot be in the future."
 DOB_TOO_OLD = "Check the year: a date of birth before 1900 is not plausible."
 CONTROL_CHARACTERS = "Remove the control characters from this text."
-WEIGHT_RANGE = "Enter a weight between 1 and 400 kg."
 WEIGHT_NEEDS_DATE = "Give the date the weight was measured."
 DATE_NEEDS_WEIGHT = "Give the weight measured on that date, or clear the date."
 MEASURED_IN_FUTURE = "The measurement date cannot be in the future."
@@ -131,8 +135,9 @@ class PatientForm(forms.ModelForm):
 
     def clean_weight_kg(self):
         weight = self.cleaned_data.get("weight_kg")
-        if weight is not None and not (1 <= weight <= 400):
-            raise ValidationError(WEIGHT_RANGE)
+        error = weight_error(weight)
+        if error:
+            raise ValidationError(error)
         return weight
 
     def clean_weight_measured_on(self):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -49,8 +51,54 @@ SIGNED_TOO_LONG_AGO = "Check the date: a consent signed more than ten years ago 
 MRN_TAKEN = "A patient with this record number is already registered at {site}."
 
 
+# --- Weight limits (SPEC §P1): protocol data ---------------------------------------------------
+#
+# The limits live on protocol versions, and protocols sit above patients in the layers: the
+# protocols app registers the provider when it loads (protocols.apps), so this module never
+# imports it.
+
+WeightLimits = tuple[Decimal, Decimal]
+_weight_limits_provider: Callable[[], WeightLimits | None] | None = None
+WEIGHT_OUTSIDE_LIMITS = (
+    "Enter a weight between {low} and {high} kg (the protocols' weight limits); check the scale "
+    "and the unit (kg, not lb)."
+)
+
+
+def register_weight_limits(provider: Callable[[], WeightLimits | None]) -> None:
+    global _weight_limits_provider
+    _weight_limits_provider = provider
+
+
+def weight_limits() -> WeightLimits | None:
+    """The weight range every protocol in force accepts, or None when none is registered."""
+    return _weight_limits_provider() if _weight_limits_provider else None
+
+
+def weight_error(weight: Any) -> str | None:
+    limits = weight_limits()
+    if weight is None or limits is None:
+        return None
+    low, high = limits
+    try:
+        value = Decimal(str(weight))
+    except (InvalidOperation, ValueError):
+        return WEIGHT_OUTSIDE_LIMITS.format(low=low, high=high)
+    if not value.is_finite() or not low <= value <= high:
+        return WEIGHT_OUTSIDE_LIMITS.format(low=low, high=high)
+    return None
+
+
+def _check_weight(fields: dict[str, Any]) -> None:
+    if "weight_kg" in fields:
+        error = weight_error(fields["weight_kg"])
+        if error:
+            raise ValidationError({"weight_kg": error})
+
+
 def patient_register(*, site: Site, acting_user: User, **fields: Any) -> Patient:
     fields = _patient_fields(fields)
+    _check_weight(fields)
     if fields.get("mrn"):
         fields["mrn"] = fields["mrn"].strip().upper()  # record numbers compare without case
     patient = Patient(home_site=site, created_by=acting_user, **fields)
@@ -70,6 +118,7 @@ def patient_update(*, patient: Patient, acting_user: User, **fields: Any) -> Pat
     patient = Patient.objects.select_for_update().get(pk=patient.pk)
     if patient.is_voided:
         raise ValidationError(PATIENT_VOIDED)
+    _check_weight(_patient_fields(fields))
     changed = [
         name for name, value in _patient_fields(fields).items() if getattr(patient, name) != value
     ]

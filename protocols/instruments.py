@@ -120,6 +120,14 @@ def score_scale(scale: Scale, items: Sequence[int | None]) -> ScaleResult:
     return ScaleResult(items=tuple(items), total=total, band=scale.band_for(total))
 
 
+GAD7_EVALUATION_FROM = 10  # instrument manual: a total of 10 or more warrants evaluation
+
+
+def gad7_needs_evaluation(total: int | None) -> bool:
+    """GAD-7 >= 10: the "further evaluation" flag for the psychiatrist (SPEC §I, §F2)."""
+    return total is not None and total >= GAD7_EVALUATION_FROM
+
+
 def phq9_self_harm_positive(items: Sequence[int | None] | None) -> bool:
     """PHQ-9 item 9 > 0: the suicide-risk flag (SPEC §A4, §F2)."""
     if not items or len(items) < PHQ9_SELF_HARM_ITEM:

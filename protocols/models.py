@@ -124,6 +124,12 @@ class TreatmentCourse(NeverDeleted):
         max_length=20, choices=Status.choices, default=Status.ASSESSMENT_PENDING
     )
     status_reason = models.TextField(max_length=1000, blank=True)
+    # SPEC §A4: a course below the protocol's minimum age (esketamine: 18, label) needs the
+    # prescriber's reason; empty when no override was needed.
+    age_override_reason = models.TextField(max_length=1000, blank=True)
+    age_override_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
@@ -221,6 +227,11 @@ class Assessment(LockableModel):
     gad7_band = models.CharField(max_length=30, blank=True)
     cssrs_answers = models.JSONField(null=True, blank=True)
     cssrs_risk = models.CharField(max_length=10, blank=True)
+    # When the screen was administered (SPEC §G3: the most recently *administered* C-SSRS
+    # counts), not when the record was created.
+    cssrs_administered_at = models.DateTimeField(null=True, blank=True)
+    # GAD-7 >= 10 warrants further evaluation (SPEC §I, §F2): stored when scored.
+    gad7_evaluation_flag = models.BooleanField(default=False)
     moca_total = models.PositiveSmallIntegerField("MoCA total", null=True, blank=True)
     madrs_total = models.PositiveSmallIntegerField("MADRS total", null=True, blank=True)
     suicide_risk_flag = models.BooleanField(default=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -12,7 +13,7 @@ from clinic import signatures
 from clinic.models import User
 from patients.models import Patient
 from protocols import instruments
-from protocols.models import Assessment, TreatmentCourse
+from protocols.models import Assessment, ProtocolVersion, TreatmentCourse
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,26 @@ def instrument_trend(*, assessments: list[Assessment], followups=()) -> dict:
         },
         "max": {"phq9": instruments.PHQ9.max_total, "gad7": instruments.GAD7.max_total},
     }
+
+
+def weight_limits_in_force() -> tuple[Decimal, Decimal] | None:
+    """The patient weight range (SPEC §P1) every protocol's current published version accepts:
+    the narrowest of their `plausibility.weight_kg` limits. None when no version sets one."""
+    from django.core.exceptions import ValidationError
+
+    lows, highs = [], []
+    seen: set[int] = set()
+    for version in ProtocolVersion.objects.published().order_by("protocol_id", "-version"):
+        if version.protocol_id in seen:
+            continue
+        seen.add(version.protocol_id)
+        try:
+            limit = version.parsed.plausibility.get("weight_kg")
+        except ValidationError:
+            continue
+        if limit is not None:
+            lows.append(limit.low)
+            highs.append(limit.high)
+    if not lows:
+        return None
+    return max(lows), min(highs)

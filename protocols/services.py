@@ -18,7 +18,13 @@ from clinic.services import attribute
 from patients.models import Patient
 from protocols import instruments
 from protocols.models import Assessment, Protocol, ProtocolVersion, TreatmentCourse
-from protocols.rules import ProtocolRules
+
+# Re-exported: plausibility is judged in protocols.plausibility, shared by every step.
+from protocols.plausibility import (  # noqa: F401
+    DBP_NOT_BELOW_SBP,
+    PLAUSIBILITY,
+    plausibility_errors,
+)
 
 VERSION_PUBLISHED = "A published protocol version never changes; create a new version."
 NO_PUBLISHED_VERSION = "This protocol has no published version yet."
@@ -30,8 +36,11 @@ OVERRIDE_REASON_REQUIRED = (
     "An absolute contraindication is present: approving needs an override reason."
 )
 SIGNER_NOT_PSYCHIATRIST = "Only a psychiatrist of the patient's site can sign assessments."
-PLAUSIBILITY = "Enter a value between {low} and {high}."
-DBP_NOT_BELOW_SBP = "Diastolic pressure must be below systolic."
+UNDER_AGE = (
+    "The patient is {age}; this protocol is for patients {min} or older. A prescriber may open "
+    "the course with an override reason."
+)
+UNDER_AGE_PRESCRIBER_ONLY = "Only a prescriber (psychiatrist of the site) may override the age."
 
 
 # --- Protocol versions ----------------------------------------------------------------------
@@ -111,20 +120,38 @@ def course_start(
     responsible_psychiatrist: User,
     planned_sessions: int,
     indication_notes: str = "",
+    age_override_reason: str = "",
 ) -> TreatmentCourse:
-    """Open a course pinned to the protocol version in force now (SPEC §G1)."""
+    """Open a course pinned to the protocol version in force now (SPEC §G1).
+
+    Below the protocol's minimum age (esketamine: 18, label; SPEC §A4) the course needs an
+    override reason, and only a prescriber (psychiatrist of the site) may give it.
+    """
     if patient.is_voided:
         raise ValidationError("This registration was voided.")
     if not _is_psychiatrist_of(responsible_psychiatrist, patient):
         raise ValidationError({"responsible_psychiatrist": NOT_A_PSYCHIATRIST})
+    version = current_version(protocol)
+    age_override_reason = age_override_reason.strip()
+    minimum_age = version.parsed.minimum_age_years
+    today = timezone.localdate(timezone.now(), patient.home_site.tzinfo)
+    under_age = minimum_age is not None and patient.age_on(today) < minimum_age
+    if under_age and not age_override_reason:
+        raise ValidationError(
+            {"age_override_reason": UNDER_AGE.format(age=patient.age_on(today), min=minimum_age)}
+        )
+    if under_age and not _is_psychiatrist_of(acting_user, patient):
+        raise ValidationError({"age_override_reason": UNDER_AGE_PRESCRIBER_ONLY})
     course = TreatmentCourse(
         patient=patient,
-        protocol_version=current_version(protocol),
+        protocol_version=version,
         indication=indication,
         indication_notes=indication_notes,
         responsible_psychiatrist=responsible_psychiatrist,
         planned_sessions=planned_sessions,
         created_by=acting_user,
+        age_override_reason=age_override_reason if under_age else "",
+        age_override_by=acting_user if under_age else None,
     )
     course.full_clean()
     attribute(course, acting_user=acting_user, reason="Course opened")
@@ -159,10 +186,8 @@ def course_set_status(
     course.status, course.status_reason = status, reason
     attribute(course, acting_user=acting_user, reason=f"Status → {status}: {reason}".strip())
     course.save(update_fields=["status", "status_reason"])
-    if status == TreatmentCourse.Status.COMPLETED:
-        from followups.services import plan_on_course_completion
-
-        plan_on_course_completion(course=course, acting_user=acting_user)
+    # A completed course's follow-up plan (SPEC §F1) is made by the caller, in the same
+    # transaction: followups.services.course_set_status_with_plan. Step 1 knows nothing of Step 3.
     return course
 
 
@@ -205,19 +230,6 @@ VITAL_FIELDS = ("sbp", "dbp", "hr", "rr", "spo2", "weight_kg")
 PREGNANCY_CODE = "pregnancy"
 
 
-def plausibility_errors(rules: ProtocolRules, values: dict[str, Any]) -> dict[str, str]:
-    """Field errors for values outside the protocol version's plausibility limits (§M4)."""
-    errors = {}
-    for field, limit in rules.plausibility.items():
-        value = values.get(field)
-        if value is not None and not limit.contains(value):
-            errors[field] = PLAUSIBILITY.format(low=limit.low, high=limit.high)
-    sbp, dbp = values.get("sbp"), values.get("dbp")
-    if sbp is not None and dbp is not None and "sbp" not in errors and dbp >= sbp:
-        errors.setdefault("dbp", DBP_NOT_BELOW_SBP)
-    return errors
-
-
 def _score(assessment: Assessment) -> None:
     """Derive totals, bands, risk and the suicide flag from the item answers."""
     for scale in (instruments.PHQ9, instruments.GAD7):
@@ -235,6 +247,7 @@ def _score(assessment: Assessment) -> None:
     except ValidationError:
         assessment.cssrs_risk = ""
     assessment.suicide_risk_flag = instruments.phq9_self_harm_positive(assessment.phq9_items)
+    assessment.gad7_evaluation_flag = instruments.gad7_needs_evaluation(assessment.gad7_total)
 
 
 def assessment_url(assessment: Assessment) -> str:
@@ -284,6 +297,9 @@ def assessment_update(*, assessment: Assessment, acting_user: User, **fields: An
         return assessment  # nothing to record: no empty history row
     for name in changed:
         setattr(assessment, name, fields[name])
+    if "cssrs_answers" in changed:
+        # The screen counts from when it was answered (SPEC §G3), not when the draft began.
+        assessment.cssrs_administered_at = timezone.now() if assessment.cssrs_answers else None
     _score(assessment)
     reopened = assessment.status == Assessment.Status.SUBMITTED and bool(changed)
     if reopened:

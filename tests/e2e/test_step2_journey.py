@@ -191,7 +191,7 @@ def test_a_nurse_doses_and_records_vitals_by_keyboard_and_the_anesthesiologist_d
     critical = next(
         r
         for r in rules.alerts
-        if r.level == "critical" and r.field == "spo2" and not r.repeat_within_minutes
+        if r.level == "critical" and r.field == "spo2" and not r.persistence_window_minutes
     )
     vitals = [*ORDINARY, {**LAST, "spo2": int(critical.value) - 2}]
     session_url = live_server.url + reverse("monitoring:session", args=[session.pk])

@@ -34,6 +34,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, connections
 from django.urls import reverse
+from django.utils import timezone
 
 from clinic.models import Notification, Role
 from monitoring import services
@@ -237,25 +238,30 @@ def test_two_nurses_saving_vitals_at_once_keeps_both_readings(
 def test_two_high_readings_saved_at_once_raise_the_repeat_critical_alert_once(
     in_infusion_window, nurse, second_nurse, anesthesiologist, monkeypatch
 ):
-    # SBP >= 180 twice within 5 minutes is critical (SPEC §M5). Each writer evaluates its reading
-    # against what was committed before it took the lock, so exactly one of the two — the later
-    # one — sees the other and raises the critical alert.
+    # SBP >= 180 on two consecutive readings 5 to 15 minutes apart is critical (SPEC §M5).
+    # Each writer evaluates its reading against what was committed before it took the lock, so
+    # exactly one of the two — the later one — sees the other and raises the critical alert.
     session = in_infusion_window
     rule = next(
         r
         for r in session.rules.alerts
-        if r.level == "critical" and r.field == "sbp" and r.repeat_within_minutes
+        if r.level == "critical" and r.field == "sbp" and r.persistence_window_minutes
     )
     high = {**NORMAL, "sbp": int(rule.value) + 5, "dbp": 90}
+    # Two readings the minimum gap apart (SPEC §M5: "at least 5 minutes apart"), the earlier
+    # one charted late: whichever is saved second completes the pair.
+    now = timezone.now()
+    gap = timedelta(minutes=rule.persistence_min_gap_minutes)
     locks = LockLog(monkeypatch)
     barrier = threading.Barrier(2)
-    first = Writer("nurse-one", record(session.pk, nurse, **high), barrier)
-    second = Writer("nurse-two", record(session.pk, second_nurse, **high), barrier)
+    first = Writer("nurse-one", record(session.pk, nurse, measured_at=now - gap, **high), barrier)
+    second = Writer("nurse-two", record(session.pk, second_nurse, measured_at=now, **high), barrier)
 
     run_together(first, second)
 
     locks.assert_overlapped(first, second)
-    earlier, later = session.vitals.filter(is_predose=False).order_by("measured_at", "id")
+    # Saved order (under the session lock) decides which reading sees the other.
+    earlier, later = session.vitals.filter(is_predose=False).order_by("id")
     assert saved_alerts(session) == replayed_alerts(session)
     critical = session.alerts.filter(level=Alert.Level.CRITICAL)
     assert [(a.reading_id, a.message) for a in critical] == [(later.pk, rule.message)]

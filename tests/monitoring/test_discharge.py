@@ -53,9 +53,11 @@ def fresh(session: TreatmentSession) -> TreatmentSession:
 
 
 def aldrete(total: int) -> dict[str, int]:
-    """Item scores adding up to `total`."""
+    """Item scores adding up to `total`; points are taken off activity and respiration first,
+    the items no reading records (SpO2, consciousness and circulation must agree with the
+    readings, SPEC §M9)."""
     scores, left = {}, total
-    for item in ALDRETE:
+    for item in reversed(ALDRETE):
         scores[item] = min(ALDRETE_ITEM_MAX, left)
         left -= scores[item]
     return scores
@@ -156,7 +158,7 @@ def test_discharge_is_refused_a_minute_before_the_minimum_observation(
     session = infusion_ended
     time_machine.move_to(gates.observation_ends_at(session) - timedelta(minutes=1), tick=False)
     record_due_checks(session, nurse)
-    for check in session.checks.filter(satisfied_at=None, excused_reason=""):
+    for check in session.checks.required().filter(satisfied_at=None, excused_reason=""):
         if check.due_at is not None:  # due at the very end: not yet possible
             services.check_excuse(check=check, acting_user=nurse, reason="Leaving early")
     assert set(unmet_close(session)) == {"observation"}
@@ -184,7 +186,7 @@ def test_discharge_is_refused_with_an_unacknowledged_critical_alert(
     rule = next(
         r
         for r in session.rules.alerts
-        if r.level == "critical" and not r.over_baseline and r.repeat_within_minutes is None
+        if r.level == "critical" and not r.over_baseline and r.persistence_window_minutes is None
     )
     value = int(rule.value) + {">": 1, "<": -1}.get(rule.op, 0)
     reading = services.vitals_record(
@@ -350,7 +352,7 @@ def test_when_everything_holds_the_discharge_is_signed_and_the_session_locked(
     assert signatures.verify(signature, session) is True
     assert session.discharge.discharged_by == anesthesiologist
     assert session.discharge.notes == "Walked out with her sister"
-    assert not session.checks.filter(satisfied_at=None, excused_reason="").exists()
+    assert not session.checks.required().filter(satisfied_at=None, excused_reason="").exists()
 
 
 def test_the_discharge_form_signs_and_locks(client, ready_to_leave, anesthesiologist, password):
@@ -376,7 +378,7 @@ def discharged(ready_to_leave, nurse, anesthesiologist, password) -> TreatmentSe
         for r in ready_to_leave.rules.alerts
         if r.level == "warning"
         and not r.over_baseline
-        and r.repeat_within_minutes is None
+        and r.persistence_window_minutes is None
         and r.op == "<="
     )
     services.vitals_record(

@@ -304,12 +304,12 @@ GATE_CASES = [
         id="escort-not-confirmed",
     ),
     pytest.param(
-        no_predose_vitals, {"predose-vitals"}, "Record a full set", id="no-predose-vitals"
+        no_predose_vitals, {"predose-vitals"}, "Record a complete set", id="no-predose-vitals"
     ),
     pytest.param(
         predose_vitals_too_old,
         {"predose-vitals"},
-        "Record a full set",
+        "record a new one",
         id="predose-vitals-too-old",
     ),
     pytest.param(

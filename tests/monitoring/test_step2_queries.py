@@ -36,7 +36,8 @@ FEW_SESSIONS, MANY_SESSIONS = 1, 15
 # Full pages also write their access-log row and its hash-chain link (SPEC §C3, §C4): insert the
 # row, lock the chain head, read the row back as stored, insert the link, move the head.
 ACCESS_LOG_WRITE = 5
-LIVE_PARTIAL_MAX = {"checked-in": 21, "dosing": 15, "monitoring": 18, "discharged": 22}
+# Checked in: the start gate also reads the open critical alerts (pre-dose alerts, SPEC §G3).
+LIVE_PARTIAL_MAX = {"checked-in": 22, "dosing": 15, "monitoring": 18, "discharged": 22}
 SESSION_PAGE_MAX = {phase: n + ACCESS_LOG_WRITE for phase, n in LIVE_PARTIAL_MAX.items()}
 REPORT_MAX = {"monitoring": 19 + ACCESS_LOG_WRITE, "discharged": 23 + ACCESS_LOG_WRITE}
 FLOOR_MAX = 10
@@ -70,7 +71,7 @@ def limit(session: TreatmentSession, level: str, field: str):
         if r.level == level
         and r.field == field
         and not r.over_baseline
-        and not r.repeat_within_minutes
+        and not r.persistence_window_minutes
     )
 
 
@@ -210,7 +211,7 @@ def discharge(session: TreatmentSession, *, nurse, signer, time_machine) -> Trea
         session.dose_ended_at + timedelta(minutes=session.rules.minimum_observation_minutes + 1)
     )
     services.observation_record(session=session, acting_user=nurse, kind="cadss", cadss_total=0)
-    for check in session.checks.filter(satisfied_at__isnull=True, due_at__isnull=False):
+    for check in session.checks.required().filter(satisfied_at__isnull=True, due_at__isnull=False):
         services.check_excuse(check=check, acting_user=nurse, reason="Patient asleep")
     services.session_discharge(
         session=session,

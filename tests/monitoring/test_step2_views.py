@@ -72,7 +72,7 @@ def critical_rule(session: TreatmentSession, field_name: str):
         if r.level == "critical"
         and r.field == field_name
         and not r.over_baseline
-        and not r.repeat_within_minutes
+        and not r.persistence_window_minutes
     )
 
 
@@ -95,7 +95,9 @@ def world(approved_course, dosing, nurse, ketamine_lot) -> SimpleNamespace:
         session=dosing,
         reading=reading,
         alert=dosing.alerts.get(level=Alert.Level.CRITICAL),
-        check=dosing.checks.filter(satisfied_at__isnull=True, due_at__isnull=False).first(),
+        check=dosing.checks.required()
+        .filter(satisfied_at__isnull=True, due_at__isnull=False)
+        .first(),
         lot=ketamine_lot,
     )
 
@@ -623,7 +625,9 @@ def discharge_ready(session: TreatmentSession, nurse, time_machine) -> None:
         session.dose_ended_at + timedelta(minutes=session.rules.minimum_observation_minutes + 1)
     )
     services.observation_record(session=session, acting_user=nurse, kind="cadss", cadss_total=0)
-    for check in session.checks.filter(satisfied_at__isnull=True, due_at__isnull=False):
+    # Recovered: the readings before discharge agree with the criteria entered (SPEC §M9).
+    services.vitals_record(session=session, acting_user=nurse, **NORMAL)
+    for check in session.checks.required().filter(satisfied_at__isnull=True, due_at__isnull=False):
         services.check_excuse(check=check, acting_user=nurse, reason="Patient asleep")
 
 
@@ -1025,7 +1029,9 @@ def test_the_floor_board_counts_the_missed_checks_as_overdue(
 
     # The first infusion vitals and the baseline CADSS (due at the start, 15-min window).
     now = timezone.now()
-    missed = {c.code for c in dosing.checks.all() if c.overdue_at and c.overdue_at < now}
+    missed = {
+        c.code for c in dosing.checks.all() if not c.is_done and c.overdue_at and c.overdue_at < now
+    }
     assert missed == {"infusion-1", "cadss_baseline"}
     assert response.context["sessions"].get().overdue_checks == len(missed)
     assert 'data-testid="overdue">2 overdue' in response.content.decode()
@@ -1047,6 +1053,8 @@ def test_a_missed_check_blocks_the_discharge_until_it_is_excused(
     blocked = client.get(url).content.decode()
     assert 'data-condition="checks" data-met="no"' in blocked
 
-    for check in monitoring_session.checks.filter(satisfied_at__isnull=True, due_at__isnull=False):
+    for check in monitoring_session.checks.required().filter(
+        satisfied_at__isnull=True, due_at__isnull=False
+    ):
         services.check_excuse(check=check, acting_user=nurse, reason="Patient asleep")
     assert 'data-condition="checks" data-met="yes"' in client.get(url).content.decode()

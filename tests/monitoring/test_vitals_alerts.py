@@ -185,12 +185,12 @@ def test_the_vitals_form_refuses_a_fraction_where_a_whole_number_is_measured(
 
 
 def simple(rule) -> bool:
-    return not rule.over_baseline and rule.repeat_within_minutes is None
+    return not rule.over_baseline and rule.persistence_window_minutes is None
 
 
 def rule_id(rule) -> str:
     kind = "-rise" if rule.over_baseline else ""
-    repeat = f"-x2in{rule.repeat_within_minutes}" if rule.repeat_within_minutes else ""
+    repeat = f"-x2in{rule.persistence_window_minutes}" if rule.persistence_window_minutes else ""
     return f"{rule.level}-{rule.field}{kind}{rule.op}{rule.value}{repeat}"
 
 
@@ -233,12 +233,12 @@ def test_each_alert_rule_fires_from_exactly_its_threshold(monitoring_now, nurse,
     rule = rules[index]
     baseline = baseline_of(session)
     value = probe_value(rule, probe, baseline)
-    if rule.repeat_within_minutes is not None:
-        # The first of the two readings: matching, exactly the repeat interval before.
+    if rule.persistence_window_minutes is not None:
+        # The first of the two readings: matching, exactly the minimum gap before.
         record(
             session,
             nurse,
-            measured_at=timezone.now() - timedelta(minutes=rule.repeat_within_minutes),
+            measured_at=timezone.now() - timedelta(minutes=rule.persistence_min_gap_minutes),
             **{rule.field: probe_value(rule, "inside", baseline)},
         )
 
@@ -295,16 +295,25 @@ def test_a_critical_alert_on_a_field_supersedes_the_warnings_on_that_field(
     assert all(level == "critical" for level, _ in on_field), on_field
 
 
+REPEAT_GAPS = {
+    # SPEC §M5: two consecutive readings at least the gap apart (default 5 min) within the
+    # persistence window (default 15 min): the 10-minute IV schedule reaches it.
+    "a-minute-inside-the-gap": lambda r: r.persistence_min_gap_minutes - 1,
+    "exactly-the-gap": lambda r: r.persistence_min_gap_minutes,
+    "the-iv-schedule": lambda r: 10,
+    "exactly-the-window": lambda r: r.persistence_window_minutes,
+    "a-minute-past-the-window": lambda r: r.persistence_window_minutes + 1,
+}
 REPEAT_RULES = [
     pytest.param(index, gap, id=f"{rule_id(rule)}-{gap}")
     for index, rule in enumerate(SHIPPED.alerts)
-    if rule.repeat_within_minutes is not None
-    for gap in ("exactly-the-interval", "one-minute-more")
+    if rule.persistence_window_minutes is not None
+    for gap in REPEAT_GAPS
 ]
 
 
 @pytest.mark.parametrize(("index", "gap"), REPEAT_RULES)
-def test_two_readings_at_the_threshold_are_critical_only_within_the_repeat_interval(
+def test_m5_two_consecutive_readings_are_critical_from_the_gap_to_the_window(
     monitoring_now, nurse, index, gap
 ):
     session = monitoring_now
@@ -320,7 +329,8 @@ def test_two_readings_at_the_threshold_are_critical_only_within_the_repeat_inter
     value = entered(rule.field, rule.value)
     assert rule.matches(value)
     first_at = session.dose_started_at + timedelta(minutes=1)
-    minutes = rule.repeat_within_minutes + (0 if gap == "exactly-the-interval" else 1)
+    minutes = REPEAT_GAPS[gap](rule)
+    critical = rule.persistence_min_gap_minutes <= minutes <= rule.persistence_window_minutes
 
     first = record(session, nurse, measured_at=first_at, **{rule.field: value})
     second = record(
@@ -329,7 +339,7 @@ def test_two_readings_at_the_threshold_are_critical_only_within_the_repeat_inter
 
     assert rule.message not in set(first.alerts.values_list("message", flat=True))
     raised = dict(second.alerts.filter(field=rule.field).values_list("message", "level"))
-    if gap == "exactly-the-interval":
+    if critical:
         assert raised[rule.message] == "critical"
         assert warning.message not in raised
     else:
@@ -343,7 +353,7 @@ def test_two_readings_at_the_threshold_are_critical_only_within_the_repeat_inter
     [
         pytest.param(i, id=rule_id(r))
         for i, r in enumerate(SHIPPED.alerts)
-        if r.repeat_within_minutes is not None
+        if r.persistence_window_minutes is not None
     ],
 )
 def test_two_readings_entered_out_of_order_are_still_critical(monitoring_now, nurse, index):
@@ -356,7 +366,7 @@ def test_two_readings_entered_out_of_order_are_still_critical(monitoring_now, nu
     record(
         session,
         nurse,
-        measured_at=later - timedelta(minutes=rule.repeat_within_minutes),
+        measured_at=later - timedelta(minutes=rule.persistence_min_gap_minutes),
         **{rule.field: value},
     )
 
@@ -368,7 +378,7 @@ def test_two_readings_entered_out_of_order_are_still_critical(monitoring_now, nu
 
 def test_a_reading_marked_in_error_does_not_count_as_the_first_of_two(monitoring_now, nurse):
     session = monitoring_now
-    rule = next(r for r in session.rules.alerts if r.repeat_within_minutes is not None)
+    rule = next(r for r in session.rules.alerts if r.persistence_window_minutes is not None)
     value = entered(rule.field, rule.value)
     first_at = session.dose_started_at + timedelta(minutes=1)
     first = record(session, nurse, measured_at=first_at, **{rule.field: value})
@@ -377,19 +387,21 @@ def test_a_reading_marked_in_error_does_not_count_as_the_first_of_two(monitoring
     second = record(
         session,
         nurse,
-        measured_at=first_at + timedelta(minutes=rule.repeat_within_minutes),
+        measured_at=first_at + timedelta(minutes=rule.persistence_min_gap_minutes),
         **{rule.field: value},
     )
 
     assert rule.message not in set(second.alerts.values_list("message", flat=True))
 
 
-def test_predose_readings_raise_no_session_alerts(checked_in, nurse):
+def test_m5_predose_readings_raise_the_same_alerts(checked_in, nurse):
+    """SPEC §M5: "Alerts are evaluated on every saved reading, pre-dose readings included"."""
     rule = next(r for r in checked_in.rules.alerts if r.level == "critical" and simple(r))
+    value = probe_value(rule, "inside" if rule.op != "==" else "at", None)
 
-    record(checked_in, nurse, **{rule.field: probe_value(rule, "at", None)})
+    record(checked_in, nurse, **{rule.field: value})
 
-    assert not Alert.objects.filter(session=checked_in).exists()
+    assert Alert.objects.filter(session=checked_in, level="critical", message=rule.message).exists()
 
 
 # --- Critical alerts: notification and acknowledgement -------------------------------------------

@@ -272,7 +272,21 @@ def test_register_rejects_a_date_of_birth_in_the_future(nurse_client):
 
 @pytest.mark.parametrize(
     "value",
-    ["abc", "70,5", "NaN", "Infinity", "-5", "0", "0.9", "400.1", "1e9", "70.55", "1" * 400],
+    [
+        "abc",
+        "70,5",
+        "NaN",
+        "Infinity",
+        "-5",
+        "0",
+        "0.9",
+        "19.9",
+        "300.1",
+        "400.1",
+        "1e9",
+        "70.55",
+        "1" * 400,
+    ],
 )
 def test_register_rejects_a_malformed_or_implausible_weight(nurse_client, value):
     before = row_counts()
@@ -283,8 +297,9 @@ def test_register_rejects_a_malformed_or_implausible_weight(nurse_client, value)
     assert row_counts() == before
 
 
-@pytest.mark.parametrize("value", ["1", "1.0", "400", "400.0", "72.5"])
-def test_register_accepts_a_weight_between_1_and_400_kg(nurse_client, value):
+@pytest.mark.parametrize("value", ["20", "20.0", "300", "300.0", "72.5"])
+def test_register_accepts_a_weight_within_the_protocols_20_to_300_kg(nurse_client, value):
+    """SPEC §P1: the protocols' weight limits, default 20–300 kg, inclusive."""
     response = nurse_client.post(reverse("patients:register"), patient_form_data(weight_kg=value))
 
     assert response.status_code == 302

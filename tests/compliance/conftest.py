@@ -38,8 +38,8 @@ RANGE = {"start": "2025-03-03", "end": "2025-03-16"}
 @pytest.fixture
 def versions(db) -> SimpleNamespace:
     return SimpleNamespace(
-        iv=Protocol.objects.get(slug="iv-ketamine").versions.published().get(),
-        esk=Protocol.objects.get(slug="esketamine-rems").versions.published().get(),
+        iv=Protocol.objects.get(slug="iv-ketamine").versions.published().latest("version"),
+        esk=Protocol.objects.get(slug="esketamine-rems").versions.published().latest("version"),
     )
 
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def missed_check_session(site, nurse, psychiatrist, anesthesiologist):
-    version = Protocol.objects.get(slug="iv-ketamine").versions.published().get()
+    version = Protocol.objects.get(slug="iv-ketamine").versions.published().latest("version")
     patient = PatientFactory(home_site=site, mrn="AUD-0001", created_by=nurse)
     treatment = course(patient, version, psychiatrist=psychiatrist, nurse=nurse)
     built = SessionBuilder(

@@ -99,7 +99,7 @@ def test_nurse_fills_the_assessment_and_the_psychiatrist_signs_it(
     screenshot_dir,
 ):
     protocol = Protocol.objects.get(slug="iv-ketamine")
-    rules = protocol.versions.get(version=1).parsed
+    rules = protocol.versions.published().latest("version").parsed
 
     # --- the nurse: chart, course, assessment ----------------------------------------------------
     log_in(page, live_server, nurse)

@@ -37,7 +37,7 @@ VITALS = ("sbp", "dbp", "hr", "rr", "spo2")
 
 
 def rules_of(protocol):
-    return protocol.versions.get(version=1).parsed
+    return protocol.versions.published().latest("version").parsed
 
 
 def minutes(check, start=START) -> float | None:

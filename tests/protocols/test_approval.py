@@ -225,7 +225,7 @@ def test_high_cssrs_risk_can_be_declined(high_risk, psychiatrist, password):
 @pytest.fixture
 def course_without_cssrs(iv_protocol, administrator, patient, nurse, psychiatrist):
     """A course on a published version that does not list the C-SSRS among its instruments."""
-    rules = copy.deepcopy(iv_protocol.versions.get(version=1).rules)
+    rules = copy.deepcopy(iv_protocol.versions.published().latest("version").rules)
     rules["required_instruments"] = ["phq9", "gad7"]
     publish_version(iv_protocol, administrator, rules)
     return services.course_start(
@@ -441,8 +441,10 @@ def test_declining_leaves_the_course_assessment_pending(submitted, psychiatrist,
 def test_a_course_pins_the_current_published_version_and_keeps_it(
     course, iv_protocol, administrator, patient, nurse, psychiatrist
 ):
-    v1 = iv_protocol.versions.get(version=1)
-    assert course.protocol_version == v1
+    # The shipped current version (2 since migration 0006), then one more published, one draft.
+    current = iv_protocol.versions.published().latest("version")
+    assert course.protocol_version == current
+    v1 = current
 
     v2 = publish_version(iv_protocol, administrator, v1.rules)
     draft_v3 = services.protocol_version_create(
@@ -459,11 +461,15 @@ def test_a_course_pins_the_current_published_version_and_keeps_it(
         planned_sessions=4,
     )
     assert later.protocol_version == v2
-    assert (v2.version, draft_v3.version, draft_v3.is_published) == (2, 3, False)
+    assert (v2.version, draft_v3.version, draft_v3.is_published) == (
+        current.version + 1,
+        current.version + 2,
+        False,
+    )
 
 
 def test_a_published_version_refuses_updates(iv_protocol, administrator):
-    v1 = iv_protocol.versions.get(version=1)
+    v1 = iv_protocol.versions.published().latest("version")
     rules = copy.deepcopy(v1.rules)
     rules["minimum_observation_minutes"] = 5
 
@@ -478,7 +484,7 @@ def test_a_published_version_refuses_updates(iv_protocol, administrator):
 
 
 def test_a_published_version_cannot_be_published_again(iv_protocol, administrator):
-    v1 = iv_protocol.versions.get(version=1)
+    v1 = iv_protocol.versions.published().latest("version")
     published_at = v1.published_at
 
     with pytest.raises(ValidationError):
@@ -489,7 +495,7 @@ def test_a_published_version_cannot_be_published_again(iv_protocol, administrato
 
 
 def test_a_draft_version_can_be_updated_until_published(iv_protocol, administrator):
-    v1 = iv_protocol.versions.get(version=1)
+    v1 = iv_protocol.versions.published().latest("version")
     draft = services.protocol_version_create(
         protocol=iv_protocol, acting_user=administrator, rules=v1.rules, change_summary="Draft"
     )
@@ -509,7 +515,7 @@ def test_a_draft_version_can_be_updated_until_published(iv_protocol, administrat
 
 
 def test_a_published_version_cannot_be_rewritten_through_the_orm(iv_protocol):
-    v1 = iv_protocol.versions.get(version=1)
+    v1 = iv_protocol.versions.published().latest("version")
     v1.rules = {**v1.rules, "minimum_observation_minutes": 5}
 
     with pytest.raises((RecordLocked, ValidationError, DatabaseError)), transaction.atomic():

@@ -296,7 +296,7 @@ def test_an_administrator_edits_a_draft_version(client, administrator, draft_ver
 
 
 def test_a_published_version_cannot_be_edited(client, administrator, iv_protocol):
-    published = iv_protocol.versions.get(version=1)
+    published = iv_protocol.versions.published().latest("version")
     client.force_login(administrator)
     url = reverse("protocols:version_edit", args=[published.pk])
     before = (_world(), published.rules)
@@ -363,7 +363,7 @@ def test_a_nurse_opens_a_course_pinned_to_the_current_version(
     assert response.status_code == 302
     assert response.url == reverse("patients:chart", args=[patient.pk])
     course = TreatmentCourse.objects.get(patient=patient)
-    assert course.protocol_version == iv_protocol.versions.get(version=1)
+    assert course.protocol_version == iv_protocol.versions.published().latest("version")
     assert course.status == TreatmentCourse.Status.ASSESSMENT_PENDING
     assert course.responsible_psychiatrist == psychiatrist
     assert course.created_by == nurse

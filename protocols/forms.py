@@ -302,6 +302,15 @@ class CourseForm(forms.Form):
         initial=6,
         widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
     )
+    age_override_reason = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="Age override (prescriber only)",
+        help_text="Only when the patient is below the protocol's minimum age (esketamine: 18): "
+        "the prescriber's reason for treating.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+        validators=[reject_control_characters],
+    )
 
     def __init__(self, *args, patient, **kwargs):
         super().__init__(*args, **kwargs)

@@ -12,6 +12,7 @@ from followups.models import FollowUp
 from patients.forms import reject_control_characters
 from protocols import instruments
 from protocols.forms import yes_no_field
+from protocols.plausibility import plausibility_errors
 
 SIDE_EFFECTS = (
     ("urinary_frequency", "Urinary frequency"),
@@ -36,18 +37,15 @@ class FollowUpForm(forms.Form):
     contact_method = forms.ChoiceField(
         choices=[("", "— choose —"), *FollowUp.ContactMethod.choices], required=False
     )
+    # The plausible range is the course's protocol version's (SPEC §M4), set in __init__.
     sbp = forms.IntegerField(
         label="SBP (mmHg)",
         required=False,
-        min_value=50,
-        max_value=300,
         widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
     )
     dbp = forms.IntegerField(
         label="DBP (mmHg)",
         required=False,
-        min_value=20,
-        max_value=200,
         widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
     )
     general_health = forms.CharField(
@@ -69,6 +67,8 @@ class FollowUpForm(forms.Form):
     def __init__(self, *args, followup: FollowUp, user, scales: list[str], **kwargs):
         super().__init__(*args, **kwargs)
         self.followup, self.scales = followup, scales
+        self.rules = followup.course.protocol_version.parsed if followup.course_id else None
+        self._set_bp_limits()
         psychiatric = not (
             user.has_role(Role.GP) and not user.has_role(Role.PSYCHIATRIST)
         ) and followup.assigned_role not in (Role.GP, Role.ADMINISTRATOR)
@@ -116,13 +116,18 @@ class FollowUpForm(forms.Form):
                 ),
             )
         )
-        sections.append(
-            Fieldset(
-                "Physical status",
-                Row(Column("sbp", css_class="col-md-3"), Column("dbp", css_class="col-md-3")),
-                "general_health",
+        if self.rules is None:
+            # A site duty (no patient, no course): no blood pressure to record.
+            del self.fields["sbp"], self.fields["dbp"]
+            sections.append(Fieldset("Notes", "general_health"))
+        else:
+            sections.append(
+                Fieldset(
+                    "Physical status",
+                    Row(Column("sbp", css_class="col-md-3"), Column("dbp", css_class="col-md-3")),
+                    "general_health",
+                )
             )
-        )
         sections.append(Fieldset("Outcome", "outcome", "next_action"))
         if followup.signed_by_psychiatrist:
             self.fields["password"] = forms.CharField(
@@ -136,11 +141,29 @@ class FollowUpForm(forms.Form):
         self.helper.form_tag = False
         self.helper.layout = Layout(*sections)
 
+    def _set_bp_limits(self) -> None:
+        """Hints for the browser from the protocol version's limits; `clean` enforces them."""
+        if self.rules is None:
+            return
+        for name in ("sbp", "dbp"):
+            limit = self.rules.plausibility.get(name)
+            if limit is not None:
+                self.fields[name].widget.attrs.update({"min": limit.low, "max": limit.high})
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.rules is not None:
+            values = {name: data.get(name) for name in ("sbp", "dbp") if name not in self.errors}
+            for name, message in plausibility_errors(self.rules, values).items():
+                self.add_error(name, message)
+        return data
+
     def service_fields(self) -> dict:
         data = self.cleaned_data
         fields = {
             name: data.get(name)
             for name in ("contact_method", "sbp", "dbp", "general_health", "outcome", "next_action")
+            if name in self.fields
         }
         for scale in (instruments.PHQ9, instruments.GAD7):
             if scale.code in self.scales:

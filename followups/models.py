@@ -11,6 +11,10 @@ from clinic.models import LockableModel, Site
 from patients.models import Patient
 from protocols.models import TreatmentCourse
 
+# The REMS monitoring form's code in the esketamine protocols (SPEC §F6, §D): the duty the REMS
+# compliance figure judges, due within the version's `rems_form_due_days` of each session.
+REMS_FORM_CODE = "rems_form"
+
 
 class FollowUp(LockableModel):
     """One planned check after treatment. Open until completed, missed or cancelled; whether
@@ -21,6 +25,13 @@ class FollowUp(LockableModel):
         COMPLETED = "completed", "Completed"
         MISSED = "missed", "Missed"
         CANCELLED = "cancelled", "Cancelled"
+
+    class Anchor(models.TextChoices):
+        """What the due time counts from (SPEC §F1a). Empty for a site duty."""
+
+        DISCHARGE = "discharge", "The session's discharge"
+        COURSE_START = "course_start", "The course start"
+        COURSE_COMPLETION = "course_completion", "The course's completion"
 
     class ContactMethod(models.TextChoices):
         PHONE = "phone", "Telephone"
@@ -63,7 +74,14 @@ class FollowUp(LockableModel):
         blank=True,
         related_name="+",
     )
+    anchor = models.CharField(
+        max_length=20, choices=Anchor.choices, blank=True, default=Anchor.DISCHARGE
+    )
     instruments = models.JSONField(default=list, blank=True)
+    # From the rule when planned (rules change with new versions; the follow-up keeps its own).
+    requires_bp_in_person = models.BooleanField(
+        default=False, help_text="An in-person contact must record the blood pressure."
+    )
     signed_by_psychiatrist = models.BooleanField(default=False)
     escalation = models.JSONField(default=list, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.OPEN)
@@ -84,6 +102,8 @@ class FollowUp(LockableModel):
     gad7_items = models.JSONField(null=True, blank=True)
     gad7_total = models.PositiveSmallIntegerField(null=True, blank=True)
     gad7_band = models.CharField(max_length=30, blank=True)
+    # GAD-7 >= 10 warrants further evaluation (SPEC §I, §F2): stored when the score is written.
+    gad7_evaluation_flag = models.BooleanField(default=False)
     cssrs_answers = models.JSONField(null=True, blank=True)
     cssrs_risk = models.CharField(max_length=10, blank=True)
     side_effects = models.JSONField(default=dict, blank=True)
@@ -94,7 +114,12 @@ class FollowUp(LockableModel):
     next_action = models.TextField(max_length=1000, blank=True)
     risk_flagged = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
-    history = HistoricalRecords()
+    # Fields added after follow-ups were first signed and chained. Each is fixed when the row is
+    # planned (anchor, requires_bp_in_person) or derived from a signed, tracked value
+    # (gad7_evaluation_flag from gad7_total); kept out of the history rows and the signed
+    # content, so that existing history links and signatures still verify (SPEC §C4, §S).
+    LATER_FIELDS = ("anchor", "requires_bp_in_person", "gad7_evaluation_flag")
+    history = HistoricalRecords(excluded_fields=list(LATER_FIELDS))
 
     class Meta:
         ordering = ["due_at", "id"]
@@ -108,6 +133,12 @@ class FollowUp(LockableModel):
                 fields=["session", "code"],
                 condition=Q(session__isnull=False),
                 name="followup_once_per_session",
+            ),
+            # Cadence from the course start (SPEC §F1a): planned once per course, never again.
+            models.UniqueConstraint(
+                fields=["course", "code"],
+                condition=Q(anchor="course_start", course__isnull=False),
+                name="followup_once_per_course_anchored",
             ),
             models.CheckConstraint(
                 condition=Q(state__in=["open", "completed"]) | ~Q(state_reason=""),
@@ -123,6 +154,12 @@ class FollowUp(LockableModel):
             models.Index(fields=["patient", "due_at"], name="followup_patient"),
             # Compliance (SPEC §C5): a site's follow-ups due in a date range.
             models.Index(fields=["site", "due_at"], name="followup_site_due"),
+            # The psychiatrist's worklist: GAD-7 results flagged for further evaluation.
+            models.Index(
+                fields=["course", "completed_at"],
+                condition=Q(gad7_evaluation_flag=True),
+                name="followup_gad7_flagged",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -136,7 +173,7 @@ class FollowUp(LockableModel):
         return "due" if now >= self.due_at else "scheduled"
 
     def signed_content(self) -> dict:
-        excluded = {"id", "locked_at", "created_at"}
+        excluded = {"id", "locked_at", "created_at", *self.LATER_FIELDS}
         return {
             f.attname: getattr(self, f.attname)
             for f in self._meta.concrete_fields

@@ -43,6 +43,8 @@ class Worklist:
     due_today: list[FollowUp] = field(default_factory=list)
     upcoming: list[FollowUp] = field(default_factory=list)
     expiring_consents: list[ConsentRecord] = field(default_factory=list)
+    # The psychiatrist's: GAD-7 results flagged for further evaluation (SPEC §F2).
+    gad7_flags: list[FollowUp] = field(default_factory=list)
 
 
 def worklist_for_user(
@@ -69,7 +71,30 @@ def worklist_for_user(
         worklist.expiring_consents = list(
             expiring_consents(user=user, site_id=site_id, now=now)[:limit]
         )
+    if user.has_role(Role.PSYCHIATRIST):
+        worklist.gad7_flags = list(gad7_flags_for_psychiatrist(user=user, site_id=site_id)[:limit])
     return worklist
+
+
+def gad7_flags_for_psychiatrist(*, user: User, site_id: int | None = None) -> QuerySet[FollowUp]:
+    """GAD-7 >= 10 at a follow-up of the psychiatrist's courses: "further evaluation" (SPEC §F2,
+    §I), like the PHQ-9 item 9 flag. A flag stands until a later follow-up of the patient
+    records a GAD-7 again; newest first."""
+    newer_gad7 = FollowUp.objects.filter(
+        patient=OuterRef("patient"),
+        state=FollowUp.State.COMPLETED,
+        gad7_total__isnull=False,
+        completed_at__gt=OuterRef("completed_at"),
+    )
+    flags = FollowUp.objects.filter(
+        gad7_evaluation_flag=True,
+        state=FollowUp.State.COMPLETED,
+        course__responsible_psychiatrist=user,
+        site_id__in=user.site_ids,
+    ).filter(~Exists(newer_gad7))
+    if site_id is not None:
+        flags = flags.filter(site_id=site_id)
+    return flags.select_related("patient").order_by("-completed_at", "-id")
 
 
 def expiring_consents(

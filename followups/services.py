@@ -8,31 +8,35 @@ broker: they only write rows, and at most nudge the worker after commit, best ef
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Min, Q
 from django.urls import reverse
 from django.utils import timezone
 
 from clinic import signatures
 from clinic.models import Notification, Role, Signature, User
 from clinic.services import attribute
-from followups.models import FollowUp, Reminder
+from followups.models import REMS_FORM_CODE, FollowUp, Reminder
+from followups.permissions import check_may_close, check_may_complete
 from protocols import instruments
+from protocols import services as protocol_services
 from protocols.models import TreatmentCourse
+from protocols.plausibility import plausibility_errors
 from protocols.rules import FollowUpRule, ProtocolRules
-from protocols.services import plausibility_errors
 
 logger = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=5)
 MAX_ATTEMPTS = 5
-SUPERSEDED = "Superseded by the plan of a later session."
 
 
 def _followup_url(followup: FollowUp) -> str:
@@ -45,7 +49,32 @@ def _staff_with_role(site, role: str):
     ).distinct()
 
 
-# --- Plans ---------------------------------------------------------------------------------------
+# --- Plans (SPEC §F1, §F1a, §D) ------------------------------------------------------------------
+#
+# Cadence, not postponement. A plan is made at each discharge (and when a course completes) and
+# never cancels or moves a follow-up already planned:
+#
+# - rules anchored at the course start (`anchor: course_start`, e.g. the esketamine PHQ-9/GAD-7
+#   every 2 weeks in induction and the end-of-induction review at week 4) are planned once per
+#   course, by the first plan that meets them; a later discharge plans none of them again;
+# - rules owed for every session (`per_session`: the next-day call, the REMS form) are planned
+#   for each discharge, whatever earlier ones are still open (an overdue call stays overdue);
+# - any other rule counted from the discharge (the 7-day and 28-day reviews, the GP check) is
+#   planned only when no follow-up of that rule is open for the course: an open one is kept as
+#   it is, neither cancelled nor moved later, and a new one is planned only once it is closed.
+
+
+def course_start_at(course: TreatmentCourse) -> datetime:
+    """When the course started, for follow-ups counted from it (SPEC §F1a, §D).
+
+    The dose start of the course's first dosed session: the first dose is when treatment, and
+    so its cadence, began (an aborted session counts if it was dosed). Before any dose
+    (imported courses, demo data) the course's creation time stands in.
+    """
+    first = course.sessions.filter(dose_started_at__isnull=False).aggregate(
+        first=Min("dose_started_at")
+    )["first"]
+    return first or course.created_at
 
 
 def _occurrences(rule: FollowUpRule, start: datetime) -> list[tuple[str, str, datetime]]:
@@ -62,6 +91,17 @@ def _occurrences(rule: FollowUpRule, start: datetime) -> list[tuple[str, str, da
     ]
 
 
+def _window_ends_at(
+    rules: ProtocolRules, rule: FollowUpRule, start: datetime, due_at: datetime
+) -> datetime:
+    if rule.code == REMS_FORM_CODE:
+        # SPEC §F6: the REMS monitoring form is due within N days of each esketamine session
+        # (a window never ends before its due time, whatever the offset).
+        return max(start + timedelta(days=rules.rems_form_due_days), due_at)
+    return due_at + timedelta(hours=rule.window_hours)
+
+
+@transaction.atomic
 def _create_followups(
     *,
     rules: ProtocolRules,
@@ -71,20 +111,33 @@ def _create_followups(
     on_completion: bool,
     acting_user: User,
 ) -> list[FollowUp]:
+    # What is planned depends on what is there: plans of one course never interleave.
+    list(TreatmentCourse.objects.select_for_update(no_key=True).filter(pk=course.pk).values("pk"))
     created = []
     patient = course.patient
-    start = start.astimezone(UTC)  # add hours in real time, not wall-clock time (DST)
+    course_start: datetime | None = None
     for rule in rules.followups:
         if rule.on_course_completion != on_completion:
             continue
-        # A later plan replaces the open follow-ups of the same kind from an earlier session,
-        # except duties owed for every session (the REMS monitoring form).
-        if not rule.per_session:
-            for old in FollowUp.objects.filter(
-                course=course, code__startswith=rule.code, state=FollowUp.State.OPEN
-            ):
-                followup_cancel(followup=old, acting_user=acting_user, reason=SUPERSEDED)
-        for code, label, due_at in _occurrences(rule, start):
+        if rule.anchor == FollowUp.Anchor.COURSE_START:
+            if course_start is None:
+                course_start = course_start_at(course)
+            anchor, rule_start = FollowUp.Anchor.COURSE_START, course_start
+        else:
+            anchor = (
+                FollowUp.Anchor.COURSE_COMPLETION if on_completion else FollowUp.Anchor.DISCHARGE
+            )
+            rule_start = start
+        # Add hours in real time, not wall-clock time (DST).
+        rule_start = rule_start.astimezone(UTC)
+        occurrences = _occurrences(rule, rule_start)
+        planned = FollowUp.objects.filter(course=course, code__in=[c for c, _, _ in occurrences])
+        if anchor == FollowUp.Anchor.COURSE_START:
+            if planned.exists():
+                continue  # once per course: its cadence was set by the first plan
+        elif not rule.per_session and planned.filter(state=FollowUp.State.OPEN).exists():
+            continue  # the open one is kept as it is: never superseded, never moved later
+        for code, label, due_at in occurrences:
             followup = FollowUp(
                 site=patient.home_site,
                 patient=patient,
@@ -92,13 +145,15 @@ def _create_followups(
                 session=session,
                 code=code,
                 label=label,
+                anchor=anchor,
                 due_at=due_at,
-                window_ends_at=due_at + timedelta(hours=rule.window_hours),
+                window_ends_at=_window_ends_at(rules, rule, rule_start, due_at),
                 assigned_role=rule.role,
                 assigned_to=course.responsible_psychiatrist
                 if rule.role == Role.PSYCHIATRIST
                 else None,
                 instruments=list(rule.instruments),
+                requires_bp_in_person=rule.requires_bp_in_person,
                 signed_by_psychiatrist=rule.signed_by_psychiatrist,
                 escalation=list(rules.escalation),
             )
@@ -141,6 +196,23 @@ def plan_on_course_completion(*, course: TreatmentCourse, acting_user: User) -> 
         on_completion=True,
         acting_user=acting_user,
     )
+
+
+@transaction.atomic
+def course_set_status_with_plan(
+    *, course: TreatmentCourse, acting_user: User, status: str, reason: str
+) -> TreatmentCourse:
+    """Change a course's status (Step 1's `course_set_status`); completing it also plans the
+    follow-ups its protocol version keeps for completion (SPEC §F1), in the same transaction.
+
+    Step 1 does not import Step 3: the caller of a completion plans its follow-ups, here.
+    """
+    course = protocol_services.course_set_status(
+        course=course, acting_user=acting_user, status=status, reason=reason
+    )
+    if course.status == TreatmentCourse.Status.COMPLETED:
+        plan_on_course_completion(course=course, acting_user=acting_user)
+    return course
 
 
 def _recipients(followup: FollowUp) -> list[User]:
@@ -234,19 +306,10 @@ def followup_cancel(*, followup: FollowUp, acting_user: User, reason: str) -> Fo
         return followup
 
 
-def _check_may_close(followup: FollowUp, user: User) -> None:
-    """The assigned role (or a psychiatrist, except for administrative duties), of the site."""
-    if not (
-        user.has_role(Role(followup.assigned_role))
-        or (user.has_role(Role.PSYCHIATRIST) and followup.assigned_role != Role.ADMINISTRATOR)
-    ):
-        raise PermissionDenied(f"This follow-up is for the {followup.assigned_role} role.")
-    if followup.site_id not in user.site_ids:
-        raise PermissionDenied("This follow-up belongs to another site.")
-
-
 def followup_mark_missed(*, followup: FollowUp, acting_user: User, reason: str) -> FollowUp:
-    _check_may_close(followup, acting_user)
+    """Close a follow-up that could not be done, with the reason (SPEC §F1); its reminders
+    stop. Who may: followups.permissions.closing_refusal."""
+    check_may_close(acting_user, followup)
     with transaction.atomic():
         followup = _check_open(followup)
         if not reason.strip():
@@ -256,6 +319,59 @@ def followup_mark_missed(*, followup: FollowUp, acting_user: User, reason: str) 
         followup.save(update_fields=["state", "state_reason"])
         _cancel_reminders(followup)
         return followup
+
+
+NOT_A_WHOLE_NUMBER = "Enter a whole number."
+UNKNOWN_CONTACT_METHOD = "Choose one of the contact methods."
+NO_BP_FOR_A_DUTY = "This duty records no blood pressure."
+BP_REQUIRED_IN_PERSON = "Record the blood pressure at an in-person physical check."
+BP_FIELDS = ("sbp", "dbp")
+
+
+def _whole_number(value: Any) -> int | None:
+    """`value` as an int when it is a whole number (as the form's IntegerField takes it), else
+    None. 120.0 is 120; 120.5, "120.5", True and "high" are not whole numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        value = value.strip()
+        return int(value) if re.fullmatch(r"[+-]?\d+", value) else None
+    if isinstance(value, (float, Decimal)):
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            return None
+        if number.is_finite() and number == number.to_integral_value():
+            return int(number)
+    return None
+
+
+def _value_errors(followup: FollowUp, fields: dict) -> dict[str, str]:
+    """Field errors for values a form would refuse; normalizes `fields` in place (SPEC §N5)."""
+    errors: dict[str, str] = {}
+    contact = fields.get("contact_method")
+    if contact and contact not in FollowUp.ContactMethod.values:
+        errors["contact_method"] = UNKNOWN_CONTACT_METHOD
+    given = {name: fields.get(name) for name in BP_FIELDS if fields.get(name) is not None}
+    for name, value in given.items():
+        number = _whole_number(value)
+        if number is None:
+            errors[name] = NOT_A_WHOLE_NUMBER
+        else:
+            fields[name] = number
+    if given and not followup.course_id:
+        errors.update(dict.fromkeys(given, NO_BP_FOR_A_DUTY))
+    elif given and not errors.keys() & set(BP_FIELDS):
+        # The course's protocol version sets the plausible range (SPEC §M4), as in the form.
+        errors.update(
+            plausibility_errors(
+                followup.course.protocol_version.parsed,
+                {name: fields.get(name) for name in BP_FIELDS},
+            )
+        )
+    return errors
 
 
 COMPLETION_FIELDS = (
@@ -273,14 +389,19 @@ COMPLETION_FIELDS = (
 
 
 def scales_due(followup: FollowUp, *, at: datetime | None = None) -> list[str]:
-    """PHQ-9 / GAD-7 ask about the last 2 weeks: not again within 14 days (SPEC §F2)."""
+    """PHQ-9 / GAD-7 ask about the last 2 weeks: not again within 14 days (SPEC §F2).
+
+    "A score exactly 14 days old no longer counts as recent": a score is recent only while it
+    is younger than the recall period, counted in elapsed time (24-hour days, right across
+    daylight saving, SPEC §N4). At exactly 14 days the scale is due again.
+    """
     at = at or timezone.now()
     due = [code for code in followup.instruments if code in ("phq9", "gad7")]
     if not due or followup.patient_id is None:
         return due
     since = at - timedelta(days=instruments.SCALE_RECALL_DAYS)
     recent = FollowUp.objects.filter(
-        patient_id=followup.patient_id, state=FollowUp.State.COMPLETED, completed_at__gte=since
+        patient_id=followup.patient_id, state=FollowUp.State.COMPLETED, completed_at__gt=since
     )
     return [code for code in due if not recent.filter(**{f"{code}_total__isnull": False}).exists()]
 
@@ -288,17 +409,20 @@ def scales_due(followup: FollowUp, *, at: datetime | None = None) -> list[str]:
 def followup_complete(
     *, followup: FollowUp, acting_user: User, password: str | None = None, **fields
 ) -> FollowUp:
-    """Record the follow-up (SPEC §F2); psychiatric reviews are signed with the password."""
-    _check_may_close(followup, acting_user)
+    """Record the follow-up (SPEC §F2); psychiatric reviews are signed with the password.
+
+    Who may: followups.permissions.completion_refusal (the view and the page ask the same).
+    Values are validated as the form does (SPEC §N5): a blood pressure that is not a whole
+    number is refused with a field error, never truncated.
+    """
+    check_may_complete(acting_user, followup)
     if followup.signed_by_psychiatrist:
-        if not acting_user.has_role(Role.PSYCHIATRIST):
-            raise PermissionDenied("This review is signed by a psychiatrist.")
         signatures.check_password_for_signing(
             signer=acting_user, password=password or "", record=followup
         )
     with transaction.atomic():
         followup = _check_open(followup)
-        errors = {}
+        errors = _value_errors(followup, fields)
         if acting_user.has_role(Role.GP) and not acting_user.has_role(Role.PSYCHIATRIST):
             # GPs record physical status only (SPEC §U): no psychiatric scales.
             for name in ("phq9_items", "gad7_items", "cssrs_answers"):
@@ -330,17 +454,10 @@ def followup_complete(
                 followup.cssrs_risk = instruments.cssrs_risk(answers)
         if (
             fields.get("contact_method") == FollowUp.ContactMethod.IN_PERSON
-            and followup.code.startswith("gp")
+            and followup.requires_bp_in_person
             and (fields.get("sbp") is None or fields.get("dbp") is None)
         ):
-            errors["sbp"] = "Record the blood pressure at an in-person physical check."
-        if followup.course_id and (fields.get("sbp") is not None or fields.get("dbp") is not None):
-            errors.update(
-                plausibility_errors(
-                    followup.course.protocol_version.parsed,
-                    {"sbp": fields.get("sbp"), "dbp": fields.get("dbp")},
-                )
-            )
+            errors.setdefault("sbp", BP_REQUIRED_IN_PERSON)
         if errors:
             raise ValidationError(errors)
         for name in COMPLETION_FIELDS:
@@ -351,6 +468,9 @@ def followup_complete(
         followup.risk_flagged = instruments.phq9_self_harm_positive(followup.phq9_items) or (
             followup.cssrs_risk in (instruments.CssrsRisk.MODERATE, instruments.CssrsRisk.HIGH)
         )
+        # SPEC §F2: GAD-7 >= 10 carries a "further evaluation" flag, stored with the score.
+        followup.gad7_evaluation_flag = instruments.gad7_needs_evaluation(followup.gad7_total)
+        followup.full_clean()
         reason = "Completed"
         if followup.signed_by_psychiatrist:
             # Signed over the completed content, then saved once, completed and locked: one

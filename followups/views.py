@@ -15,7 +15,12 @@ from clinic import signatures
 from clinic.forms import apply_errors, form_data
 from followups import services
 from followups.forms import FollowUpForm, ReasonForm, side_effects_reported
-from followups.permissions import get_followup_for_user
+from followups.permissions import (
+    COMPLETE_PERMISSION,
+    closing_refusal,
+    completion_refusal,
+    get_followup_for_user,
+)
 from followups.selectors import CONSENT_EXPIRY_NOTICE_DAYS, UPCOMING_DAYS, worklist_for_user
 
 
@@ -34,22 +39,34 @@ def worklist(request: HttpRequest) -> HttpResponse:
     return render(request, "followups/worklist.html", context)
 
 
+def _read_only(request: HttpRequest, followup, *, refusal: str | None = None) -> HttpResponse:
+    return render(
+        request,
+        "followups/detail.html",
+        {
+            "followup": followup,
+            "signatures": signatures.signatures_for(followup),
+            "side_effects": side_effects_reported(followup),
+            "refusal": refusal,
+        },
+    )
+
+
 @require_http_methods(["GET", "POST"])
 def complete(request: HttpRequest, followup_id: int) -> HttpResponse:
     followup = get_followup_for_user(user=request.user, followup_id=followup_id)
     if followup.state != followup.State.OPEN:
         access_log(request=request, what="Follow-up", record=followup)
-        return render(
-            request,
-            "followups/detail.html",
-            {
-                "followup": followup,
-                "signatures": signatures.signatures_for(followup),
-                "side_effects": side_effects_reported(followup),
-            },
-        )
-    if not request.user.has_perm("followups.complete_followup"):
+        return _read_only(request, followup)
+    if not request.user.has_perm(COMPLETE_PERMISSION):
         raise PermissionDenied
+    # Who may complete it is decided once (the service and the page ask the same question).
+    refusal = completion_refusal(request.user, followup)
+    if refusal is not None:
+        if request.method == "POST":
+            raise PermissionDenied(refusal)
+        access_log(request=request, what="Follow-up", record=followup)
+        return _read_only(request, followup, refusal=refusal)
     if request.method == "GET":
         access_log(request=request, what="Follow-up", record=followup)
     scales = services.scales_due(followup)
@@ -82,8 +99,16 @@ def complete(request: HttpRequest, followup_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def missed(request: HttpRequest, followup_id: int) -> HttpResponse:
     followup = get_followup_for_user(
-        user=request.user, followup_id=followup_id, permission="followups.complete_followup"
+        user=request.user, followup_id=followup_id, permission=COMPLETE_PERMISSION
     )
+    if followup.state != followup.State.OPEN:
+        refusal = services.FOLLOWUP_CLOSED
+        return render(request, "followups/missed.html", {"followup": followup, "refusal": refusal})
+    refusal = closing_refusal(request.user, followup)
+    if refusal is not None:
+        if request.method == "POST":
+            raise PermissionDenied(refusal)
+        return render(request, "followups/missed.html", {"followup": followup, "refusal": refusal})
     form = ReasonForm(form_data(request))
     if request.method == "POST" and form.is_valid():
         try:

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from audit.services import access_log
 from clinic import signatures
 from clinic.forms import apply_errors, form_data
+from followups import services as followup_services
 from patients.permissions import get_writable_patient_for_user
 from protocols import services
 from protocols.forms import (
@@ -158,7 +159,10 @@ def course_status(request: HttpRequest, course_id: int) -> HttpResponse:
     form = CourseStatusForm(form_data(request), initial={"status": course.status})
     if request.method == "POST" and form.is_valid():
         try:
-            services.course_set_status(course=course, acting_user=request.user, **form.cleaned_data)
+            # Completing a course plans its follow-ups (SPEC §F1): the Step 3 service does both.
+            followup_services.course_set_status_with_plan(
+                course=course, acting_user=request.user, **form.cleaned_data
+            )
         except ValidationError as error:
             apply_errors(form, error)
         else:

@@ -4,8 +4,9 @@ discharge, follow-up rows for read-side tests, and writers on their own connecti
 from __future__ import annotations
 
 import threading
+import zoneinfo
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +14,9 @@ from django.db import connections
 from django.utils import timezone
 
 from clinic.models import Notification, Role, User
-from followups.models import FollowUp, Reminder
+from followups import services as followup_services
+from followups.models import REMS_FORM_CODE, FollowUp, Reminder
+from followups.services import course_start_at
 from monitoring import gates
 from monitoring import services as monitoring_services
 from monitoring.models import DrugLot, TreatmentSession
@@ -58,7 +61,11 @@ def assert_plan(
     start: datetime,
     on_completion: bool = False,
 ) -> None:
-    """`followups` are exactly the follow-ups `rules` prescribe from `start`, field by field."""
+    """`followups` are exactly the follow-ups `rules` prescribe from `start`, field by field.
+
+    Rules anchored at the course start (SPEC §F1a) count from the course start instead (the
+    first dose, or the course's creation before any dose): `course_start_at`.
+    """
     wanted = [r for r in rules.followups if r.on_course_completion == on_completion]
     assert len(followups) == sum(occurrences(r) for r in wanted)
     assert len({f.code for f in followups}) == len(followups)
@@ -70,11 +77,25 @@ def assert_plan(
             assert rows == [], f"{rule.code} is planned on course completion only"
             continue
         assert len(rows) == occurrences(rule), rule.code
-        first_due = start.astimezone(UTC) + timedelta(hours=rule.offset_hours)
+        from_course_start = rule.anchor == "course_start"
+        rule_start = (course_start_at(course) if from_course_start else start).astimezone(UTC)
+        first_due = rule_start + timedelta(hours=rule.offset_hours)
         for n, row in enumerate(rows):
             due = first_due + timedelta(days=(rule.repeat_every_days or 0) * n)
             assert row.due_at == due, rule.code
-            assert row.window_ends_at == due + timedelta(hours=rule.window_hours), rule.code
+            if rule.code == REMS_FORM_CODE:
+                window_ends = rule_start + timedelta(days=rules.rems_form_due_days)
+            else:
+                window_ends = due + timedelta(hours=rule.window_hours)
+            assert row.window_ends_at == window_ends, rule.code
+            assert row.anchor == (
+                FollowUp.Anchor.COURSE_START
+                if from_course_start
+                else FollowUp.Anchor.COURSE_COMPLETION
+                if on_completion
+                else FollowUp.Anchor.DISCHARGE
+            ), rule.code
+            assert row.requires_bp_in_person is rule.requires_bp_in_person, rule.code
             if rule.repeat_every_days:
                 assert row.code.startswith(rule.code) and row.code != rule.code
                 assert row.label.startswith(rule.label) and row.label != rule.label
@@ -111,6 +132,8 @@ def open_followup(
         course=course,
         code=rule.code,
         label=rule.label,
+        anchor=rule.anchor,
+        requires_bp_in_person=rule.requires_bp_in_person,
         due_at=due_at,
         window_ends_at=due_at + timedelta(hours=rule.window_hours),
         assigned_role=rule.role,
@@ -192,13 +215,27 @@ def start_iv_session(
 
 
 def record_due_checks(session: TreatmentSession, nurse: User) -> None:
-    """Every required check due by now, at its due time; the before-discharge ones now."""
+    """Every required check due by now, at its due time; the before-discharge ones now. A
+    reading may re-plan the checks (SPEC §M6: until discharge): new ones are recorded too."""
     now = timezone.now()
-    for check in session.checks.order_by("due_at", "id"):
-        check.refresh_from_db()
-        at = check.due_at or now
-        if check.is_done or at > now:
-            continue
+    done: set[int] = set()
+    while True:
+        pending = [
+            check
+            for check in session.checks.order_by("due_at", "id")
+            if check.pk not in done and not check.is_done and (check.due_at or now) <= now
+        ]
+        if not pending:
+            return
+        for check in pending:
+            done.add(check.pk)
+            _record_check(session, check, nurse, now)
+
+
+def _record_check(session: TreatmentSession, check, nurse: User, now) -> None:
+    check.refresh_from_db()
+    at = check.due_at or now
+    if not check.is_done:
         if check.measures == ["cadss"]:
             monitoring_services.observation_record(
                 session=session, acting_user=nurse, kind="cadss", observed_at=at, cadss_total=3
@@ -263,3 +300,38 @@ def run_together(*workers: Worker) -> None:
     for worker in workers:
         if worker.error is not None:
             raise worker.error
+
+
+# --- Sessions of a course, dosed and discharged at chosen times (tests/clinical) ------------------
+
+# The 2027 clock changes of the two zones the SPEC names (§N4): (zone, local date of the change,
+# how far a fixed elapsed time that crosses it moves on the wall clock).
+CLOCK_CHANGES = {
+    "london-spring": ("Europe/London", date(2027, 3, 28), timedelta(hours=1)),
+    "london-autumn": ("Europe/London", date(2027, 10, 31), timedelta(hours=-1)),
+    "new-york-spring": ("America/New_York", date(2027, 3, 14), timedelta(hours=1)),
+    "new-york-autumn": ("America/New_York", date(2027, 11, 7), timedelta(hours=-1)),
+}
+
+
+def local(zone: str, day: date, hour: int, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), zoneinfo.ZoneInfo(zone))
+
+
+def dosed(clinic, course: TreatmentCourse, *, at: datetime, time_machine) -> TreatmentSession:
+    """Check in with a complete pre-dose set, then the dose started at `at`."""
+    time_machine.move_to(at - timedelta(minutes=1), tick=False)
+    session = clinic.checked_in(course)
+    clinic.vitals(session, **NORMAL_VITALS)
+    time_machine.move_to(at, tick=False)
+    return clinic.dose(session, at=at)
+
+
+def plan_at_discharge(
+    session: TreatmentSession, *, at: datetime, signer: User, time_machine
+) -> list[FollowUp]:
+    """The plan the discharge signature makes at `at`: session_discharge hands the signed
+    session to plan_after_discharge; here the session carries its discharge time in memory."""
+    time_machine.move_to(at, tick=False)
+    session.discharged_at = at
+    return followup_services.plan_after_discharge(session=session, acting_user=signer)

@@ -21,12 +21,13 @@ from django.utils import timezone
 
 from clinic.models import Notification, Role
 from followups import services
-from followups.models import Reminder
+from followups.models import FollowUp, Reminder
 from protocols import services as protocol_services
 from protocols.models import TreatmentCourse
 from tests.factories import PatientFactory, UserFactory
 from tests.followups.helpers import (
     Worker,
+    occurrences,
     rules_where,
     run_together,
 )
@@ -212,3 +213,36 @@ def test_a_sweep_killed_after_claiming_is_retried_once_after_its_lease_and_sent_
     time_machine.move_to(now + 3 * services.LEASE, tick=False)
     assert services.sweep_due_reminders()["sent"] == 0
     assert_each_sent_once(due)
+
+
+def test_two_plans_of_one_course_at_once_plan_its_course_start_cadence_once(
+    esketamine_course, nurse, monkeypatch
+):
+    """SPEC §F1a: occurrences counted from the course start are planned once per course. Two
+    plans of the same course at once (two discharges signed together) do not both plan them,
+    and neither fails: the second waits for the first and finds them planned."""
+    course_start_at = services.course_start_at
+
+    def slow_course_start_at(course):
+        time.sleep(HOLD / 2)  # widens the window between looking and writing
+        return course_start_at(course)
+
+    monkeypatch.setattr(services, "course_start_at", slow_course_start_at)
+    rules = esketamine_course.protocol_version.parsed
+    anchored = [r for r in rules.followups if r.anchor == "course_start"]
+    assert anchored
+    start = timezone.now()
+    barrier = threading.Barrier(2)
+
+    def plan():
+        return services.plan_from(course=esketamine_course, start=start, acting_user=nurse)
+
+    first, second = Worker("plan-1", plan, barrier), Worker("plan-2", plan, barrier)
+    run_together(first, second)
+
+    for rule in anchored:
+        rows = FollowUp.objects.filter(course=esketamine_course, code__startswith=rule.code)
+        assert rows.count() == occurrences(rule), rule.code
+    per_session = [r for r in rules.followups if r.per_session]
+    for rule in per_session:
+        assert FollowUp.objects.filter(course=esketamine_course, code=rule.code).count() == 2

@@ -1,6 +1,6 @@
-"""The follow-up plan (SPEC §F1, §D, §N4): created from the protocol version's rules when a session
-is discharged and when a course completes; due times in UTC, right across daylight saving; a later
-session's plan replaces the open follow-ups of the same kind, with their reminders.
+"""The follow-up plan (SPEC §F1, §F1a, §D, §N4): created from the protocol version's rules when a
+session is discharged and when a course completes; due times in UTC, right across daylight saving;
+a later session's plan never cancels or moves an open follow-up (cadence, not postponement).
 
 Every expectation is read from the rules stored on the course's protocol version (the shipped
 defaults of protocols/defaults.py), never repeated here as a literal.
@@ -8,6 +8,7 @@ defaults of protocols/defaults.py), never repeated here as a literal.
 
 from __future__ import annotations
 
+import copy
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -23,6 +24,7 @@ from protocols import instruments
 from protocols import services as protocol_services
 from protocols.models import TreatmentCourse
 from tests.factories import UserFactory
+from tests.followups.conftest import approve
 from tests.followups.helpers import (
     assert_plan,
     discharge,
@@ -124,9 +126,14 @@ def test_each_shipped_protocol_plans_every_discharge_rule_with_its_role_due_time
     assert_plan(created, rules=any_course.protocol_version.parsed, course=any_course, start=start)
 
 
-def test_the_esketamine_induction_scales_repeat_as_the_rule_says(esketamine_course, nurse):
+def test_the_esketamine_induction_scales_repeat_as_the_rule_says_from_the_course_start(
+    esketamine_course, nurse
+):
+    """SPEC §D, §F1a: PHQ-9/GAD-7 every 2 weeks in induction, counted from the course start
+    (before any dose, an imported course counts from its creation)."""
     rules = esketamine_course.protocol_version.parsed
     (rule,) = [r for r in rules.followups if r.repeat_every_days]
+    assert rule.anchor == "course_start"
     start = timezone.now()
 
     services.plan_from(course=esketamine_course, start=start, acting_user=nurse)
@@ -137,7 +144,7 @@ def test_the_esketamine_induction_scales_repeat_as_the_rule_says(esketamine_cour
     )
     assert rule.repeat_count > 1
     assert len(rows) == rule.repeat_count
-    assert rows[0].due_at == start + timedelta(hours=rule.offset_hours)
+    assert rows[0].due_at == esketamine_course.created_at + timedelta(hours=rule.offset_hours)
     gaps = {later.due_at - earlier.due_at for earlier, later in pairwise(rows)}
     assert gaps == {timedelta(days=rule.repeat_every_days)}
     # The scales ask about the last 2 weeks (SPEC §F2): the induction never repeats them sooner.
@@ -145,49 +152,97 @@ def test_the_esketamine_induction_scales_repeat_as_the_rule_says(esketamine_cour
     assert {tuple(f.instruments) for f in rows} == {rule.instruments}
 
 
-def test_the_esketamine_plan_leaves_out_the_rules_kept_for_course_completion(
-    esketamine_course, nurse
-):
-    rules = esketamine_course.protocol_version.parsed
+@pytest.fixture
+def completion_course(esketamine_course, administrator, nurse, psychiatrist, password):
+    """A course on an esketamine version whose end-of-induction review is planned when the
+    course completes, counted from the completion (how version 1 shipped it): the plan of
+    completion rules is tested on it, now that the shipped versions have none."""
+    protocol = esketamine_course.protocol_version.protocol
+    document = copy.deepcopy(esketamine_course.protocol_version.rules)
+    for rule in document["followups"]:
+        if rule["code"] == "end_of_induction":
+            rule.update(on_course_completion=True, anchor="discharge")
+    version = protocol_services.protocol_version_create(
+        protocol=protocol, acting_user=administrator, rules=document, change_summary="Test"
+    )
+    protocol_services.protocol_version_publish(version=version, acting_user=administrator)
+    course = protocol_services.course_start(
+        patient=esketamine_course.patient,
+        protocol=protocol,
+        acting_user=nurse,
+        indication=TreatmentCourse.Indication.TRD,
+        responsible_psychiatrist=psychiatrist,
+        planned_sessions=8,
+    )
+    return approve(course, nurse=nurse, psychiatrist=psychiatrist, password=password)
+
+
+def test_a_discharge_plan_leaves_out_the_rules_kept_for_course_completion(completion_course, nurse):
+    rules = completion_course.protocol_version.parsed
     on_completion = rules_where(rules, on_course_completion=True)
-    assert on_completion, "the shipped esketamine protocol plans a review on completion"
+    assert on_completion
 
-    services.plan_from(course=esketamine_course, start=timezone.now(), acting_user=nurse)
+    services.plan_from(course=completion_course, start=timezone.now(), acting_user=nurse)
 
-    assert not [f for f in plan_of(esketamine_course) if rule_of(rules, f) in on_completion]
+    assert not [f for f in plan_of(completion_course) if rule_of(rules, f) in on_completion]
 
 
 def test_completing_the_course_plans_the_completion_rules_from_that_moment(
-    esketamine_course, nurse, psychiatrist, time_machine
+    completion_course, nurse, psychiatrist, time_machine
 ):
-    rules = esketamine_course.protocol_version.parsed
-    discharge_plan = services.plan_from(
-        course=esketamine_course, start=timezone.now(), acting_user=nurse
+    """SPEC §F1: the plan is made when a course completes; the caller of the completion (the
+    Step 3 service) plans it, in the same transaction as the status change."""
+    course = completion_course
+    rules = course.protocol_version.parsed
+    discharge_plan = services.plan_from(course=course, start=timezone.now(), acting_user=nurse)
+    services.course_set_status_with_plan(
+        course=course, acting_user=psychiatrist, status="paused", reason="Holiday"
     )
-    protocol_services.course_set_status(
-        course=esketamine_course, acting_user=psychiatrist, status="paused", reason="Holiday"
-    )
-    assert len(plan_of(esketamine_course)) == len(discharge_plan)  # pausing plans nothing
-    protocol_services.course_set_status(
-        course=esketamine_course, acting_user=psychiatrist, status="active", reason=""
+    assert len(plan_of(course)) == len(discharge_plan)  # pausing plans nothing
+    services.course_set_status_with_plan(
+        course=course, acting_user=psychiatrist, status="active", reason=""
     )
     time_machine.move_to(timezone.now() + timedelta(days=30), tick=False)
     completed_at = timezone.now()
 
-    protocol_services.course_set_status(
-        course=esketamine_course, acting_user=psychiatrist, status="completed", reason=""
+    services.course_set_status_with_plan(
+        course=course, acting_user=psychiatrist, status="completed", reason=""
     )
 
-    new = FollowUp.objects.exclude(pk__in=[f.pk for f in discharge_plan]).filter(
-        course=esketamine_course
-    )
-    assert_plan(
-        list(new), rules=rules, course=esketamine_course, start=completed_at, on_completion=True
-    )
+    course.refresh_from_db()
+    assert course.status == TreatmentCourse.Status.COMPLETED
+    new = FollowUp.objects.exclude(pk__in=[f.pk for f in discharge_plan]).filter(course=course)
+    assert_plan(list(new), rules=rules, course=course, start=completed_at, on_completion=True)
     # The discharge plan is not touched by the completion.
-    assert set(plan_of(esketamine_course)) == {*discharge_plan, *new}
+    assert set(plan_of(course)) == {*discharge_plan, *new}
     for followup in new:
         assert followup.history.get(history_type="+").history_user == psychiatrist
+
+
+def test_step_1_alone_changes_the_course_status_and_plans_nothing(completion_course, psychiatrist):
+    """The import cycle is broken: protocols.services knows nothing of follow-ups."""
+    protocol_services.course_set_status(
+        course=completion_course, acting_user=psychiatrist, status="completed", reason=""
+    )
+
+    assert plan_of(completion_course) == []
+
+
+def test_a_failed_completion_plan_leaves_the_course_as_it_was(
+    completion_course, psychiatrist, monkeypatch
+):
+    def broken(**kwargs):
+        raise RuntimeError("the plan failed")
+
+    monkeypatch.setattr(services, "plan_on_course_completion", broken)
+
+    with pytest.raises(RuntimeError):
+        services.course_set_status_with_plan(
+            course=completion_course, acting_user=psychiatrist, status="completed", reason=""
+        )
+
+    completion_course.refresh_from_db()
+    assert completion_course.status == TreatmentCourse.Status.ACTIVE
 
 
 def test_completing_an_iv_course_plans_only_what_its_rules_keep_for_completion(
@@ -196,7 +251,7 @@ def test_completing_an_iv_course_plans_only_what_its_rules_keep_for_completion(
     time_machine.move_to(timezone.now(), tick=False)
     completed_at = timezone.now()
 
-    protocol_services.course_set_status(
+    services.course_set_status_with_plan(
         course=approved_course, acting_user=psychiatrist, status="completed", reason=""
     )
 
@@ -303,10 +358,10 @@ def test_each_follow_up_plans_its_reminders_for_the_people_of_its_role_and_its_e
     assert not recipients & outsiders
 
 
-# --- A later session's plan replaces the open follow-ups of the same kind ----------------------
+# --- A later session's plan never supersedes an open follow-up (SPEC §F1a) --------------------
 
 
-def test_a_later_sessions_plan_cancels_the_earlier_open_follow_ups_and_their_reminders(
+def test_a_later_sessions_plan_keeps_every_earlier_open_follow_up_and_its_reminders(
     dosing,
     nurse,
     anesthesiologist,
@@ -315,6 +370,9 @@ def test_a_later_sessions_plan_cancels_the_earlier_open_follow_ups_and_their_rem
     password,
     time_machine,
 ):
+    """SPEC §F1a: a new discharge never cancels or moves an open follow-up. Owed per session
+    (the next-day call), the later session gets its own; any other kind stays as planned and
+    the later session plans none of it while one is open."""
     first = discharge(
         ready_for_discharge(dosing, nurse=nurse, time_machine=time_machine),
         signer=anesthesiologist,
@@ -322,8 +380,9 @@ def test_a_later_sessions_plan_cancels_the_earlier_open_follow_ups_and_their_rem
     )
     rules = first.rules
     earlier = {f.code: f for f in FollowUp.objects.filter(session=first)}
-    # The next-day call was made: a completed follow-up is not replaced.
+    planned = {code: (f.due_at, f.window_ends_at) for code, f in earlier.items()}
     (call_rule,) = rules_where(rules, role=Role.NURSE)
+    assert call_rule.per_session
     time_machine.move_to(earlier[call_rule.code].due_at, tick=False)
     services.followup_complete(
         followup=earlier[call_rule.code],
@@ -347,24 +406,49 @@ def test_a_later_sessions_plan_cancels_the_earlier_open_follow_ups_and_their_rem
         password=password,
     )
 
-    assert_plan(
-        list(FollowUp.objects.filter(session=second)),
-        rules=rules,
-        course=second.course,
-        start=second.discharged_at,
-    )
+    # The second session owes its own next-day call, and nothing else is planned again.
+    (call,) = FollowUp.objects.filter(session=second)
+    assert call.code == call_rule.code
+    assert call.due_at == second.discharged_at + timedelta(hours=call_rule.offset_hours)
     for code, old in earlier.items():
         old.refresh_from_db()
+        assert (old.due_at, old.window_ends_at) == planned[code], code
         if code == call_rule.code:
             assert old.state == FollowUp.State.COMPLETED
             continue
-        assert old.state == FollowUp.State.CANCELLED, code
-        assert old.state_reason == services.SUPERSEDED
-        assert old.history.first().history_user == anesthesiologist
-        assert set(reminders_of(old).values_list("state", flat=True)) == {Reminder.State.CANCELLED}
-    assert set(
-        Reminder.objects.filter(followup__session=second).values_list("state", flat=True)
-    ) == {Reminder.State.PENDING}
+        assert old.state == FollowUp.State.OPEN, code
+        assert set(reminders_of(old).values_list("state", flat=True)) == {Reminder.State.PENDING}
+    assert not FollowUp.objects.filter(state=FollowUp.State.CANCELLED).exists()
+
+
+def test_once_the_open_review_is_closed_the_next_discharge_plans_a_new_one(
+    approved_course, nurse, psychiatrist, time_machine
+):
+    """Decided for discharge-anchored rules not owed per session (SPEC §F1a): an open one is
+    kept and none is added; once it is closed, the next discharge plans the next one."""
+    time_machine.move_to(timezone.now(), tick=False)
+    rules = approved_course.protocol_version.parsed
+    review_rule = next(r for r in rules.followups if r.code == "day7_review")
+    first_start = timezone.now()
+    services.plan_from(course=approved_course, start=first_start, acting_user=nurse)
+    (review,) = FollowUp.objects.filter(course=approved_course, code=review_rule.code)
+
+    services.plan_from(
+        course=approved_course, start=first_start + timedelta(days=3), acting_user=nurse
+    )
+    assert list(FollowUp.objects.filter(course=approved_course, code=review_rule.code)) == [review]
+
+    services.followup_mark_missed(followup=review, acting_user=psychiatrist, reason="Abroad")
+    later_start = first_start + timedelta(days=10)
+    services.plan_from(course=approved_course, start=later_start, acting_user=nurse)
+
+    reviews = FollowUp.objects.filter(course=approved_course, code=review_rule.code)
+    assert sorted((f.state, f.due_at) for f in reviews) == sorted(
+        [
+            (FollowUp.State.MISSED, review.due_at),
+            (FollowUp.State.OPEN, later_start + timedelta(hours=review_rule.offset_hours)),
+        ]
+    )
 
 
 def test_a_later_esketamine_session_keeps_the_earlier_sessions_rems_form_open(

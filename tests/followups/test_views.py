@@ -231,6 +231,45 @@ def test_the_worklist_query_count_does_not_grow_with_the_follow_ups(
     assert many == few
 
 
+# Session, user, sites, site, permissions (2), roles, the rows, the GAD-7 flags (SPEC §F2), and
+# the three navigation badges (worklist, sign-off queue, notifications).
+PSYCHIATRIST_WORKLIST_QUERIES = 12
+
+
+def test_the_psychiatrists_worklist_query_count_does_not_grow_with_the_gad7_flags(
+    clock, approved_course, rules, site, nurse, psychiatrist, client, django_assert_num_queries
+):
+    review_rule = next(r for r in rules.followups if "gad7" in r.instruments)
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            course = protocol_services.course_start(
+                patient=PatientFactory(home_site=site, created_by=nurse),
+                protocol=approved_course.protocol_version.protocol,
+                acting_user=nurse,
+                indication=approved_course.indication,
+                responsible_psychiatrist=psychiatrist,
+                planned_sessions=1,
+            )
+            flagged = open_followup(course, review_rule, due_at=NOW, assigned_to=psychiatrist)
+            FollowUp._base_manager.filter(pk=flagged.pk).update(
+                state=FollowUp.State.COMPLETED,
+                completed_at=NOW,
+                gad7_total=15,
+                gad7_evaluation_flag=True,
+            )
+
+    client.force_login(psychiatrist)
+    add(2)
+    few = measure_worklist(client)
+    add(25)
+    with django_assert_num_queries(PSYCHIATRIST_WORKLIST_QUERIES):
+        many = measure_worklist(client)
+
+    assert len(client.get(worklist_url()).context["worklist"].gad7_flags) == 27
+    assert many == few
+
+
 # --- The follow-up form: who records what (SPEC §U, §F2) ----------------------------------------
 
 

@@ -53,6 +53,7 @@ test: setup ## run the whole suite (uses DATABASE_URL when set)
 	mkdir -p var
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/pytest -n auto
 

@@ -22,6 +22,7 @@ from simple_history.signals import post_create_historical_m2m_records, post_crea
 
 from audit.models import AccessLog, AuditChain, AuditEvent
 from audit.scope import scope_of, target_of
+from clinic.models import without_unset_additions
 from clinic.signatures import canonical_json
 
 HISTORY_ACTIONS = {
@@ -68,7 +69,9 @@ def row_values(model: type[models.Model], pks, using: str = "default") -> dict[i
     with connection.cursor() as cursor:
         cursor.execute(sql, pks)
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    return {row[pk_column]: row for row in rows}
+    table = model._meta.db_table
+    # Columns added after a row was linked count only once they hold a value (clinic.models).
+    return {row[pk_column]: without_unset_additions(table, row) for row in rows}
 
 
 def content_hash(values: dict) -> str:

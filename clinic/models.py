@@ -13,6 +13,52 @@ from simple_history.models import HistoricalRecords
 TIME_ZONE_UNKNOWN = "Unknown time zone; use an IANA name such as Europe/London."
 
 
+# --- Columns added after records existed (SPEC §S3, §C4) -----------------------------------------
+#
+# Signatures and audit links hash a record's columns. A column added by a later migration would
+# change the hash of every row written before it, and `verify_audit` and the signature check would
+# call them all altered. So a column added later is hashed only when it holds something other than
+# the value the migration gave the existing rows (NULL, '', false, an empty list): old rows hash as
+# they did, new rows that use the column are covered by it. Every such column is listed here, for
+# the table and its history table, with the migration that added it.
+
+ADDED_LATER: dict[str, frozenset[str]] = {
+    # monitoring 0006: checks re-planned, decision bound to its reading, discharge agreement
+    "monitoring_treatmentsession": frozenset({"predose_decision_reading_id"}),
+    "monitoring_requiredcheck": frozenset(
+        {"before_dose", "after_reading_id", "voided_at", "void_reason"}
+    ),
+    "monitoring_discharge": frozenset({"disagreements", "disagreement_reason"}),
+    # protocols 0005: age override, C-SSRS time administered, GAD-7 flag
+    "protocols_treatmentcourse": frozenset({"age_override_reason", "age_override_by_id"}),
+    "protocols_assessment": frozenset({"cssrs_administered_at", "gad7_evaluation_flag"}),
+}
+ADDED_LATER.update(
+    {
+        f"{table.split('_', 1)[0]}_historical{table.split('_', 1)[1]}": columns
+        for table, columns in list(ADDED_LATER.items())
+    }
+)
+_UNSET = (None, "", False, 0, "[]", "{}")
+
+
+def _unset(value) -> bool:
+    if isinstance(value, (list, dict)):
+        return not value
+    return any(
+        value is unset or (value == unset and type(value) is type(unset)) for unset in _UNSET
+    )
+
+
+def without_unset_additions(table: str, values: dict) -> dict:
+    """`values` (column or attribute name → value) without the columns added later that still
+    hold their migration default: what a signature or audit link hashes."""
+    added = ADDED_LATER.get(table)
+    if not added:
+        return values
+    return {k: v for k, v in values.items() if k not in added or not _unset(v)}
+
+
 class BulkWriteRefused(RuntimeError):
     """A bulk write on a history-tracked model: it would leave no history row (SPEC §C1)."""
 

@@ -22,6 +22,8 @@ from followups.permissions import (
     get_followup_for_user,
 )
 from followups.selectors import CONSENT_EXPIRY_NOTICE_DAYS, UPCOMING_DAYS, worklist_for_user
+from protocols.forms import CourseStatusForm
+from protocols.permissions import get_course_for_user
 
 
 @require_GET
@@ -121,3 +123,29 @@ def missed(request: HttpRequest, followup_id: int) -> HttpResponse:
             messages.success(request, "Recorded as missed.")
             return redirect("followups:worklist")
     return render(request, "followups/missed.html", {"form": form, "followup": followup})
+
+
+# --- Course status (Step 1 record, Step 3 plan) -----------------------------------------------
+#
+# Completing a course plans its follow-ups (SPEC §F1), so the page lives with Step 3: followups
+# sits above protocols in the layers and may call both.
+
+
+@require_http_methods(["GET", "POST"])
+def course_status(request: HttpRequest, course_id: int) -> HttpResponse:
+    course = get_course_for_user(
+        user=request.user, course_id=course_id, permission="protocols.change_treatmentcourse"
+    )
+    form = CourseStatusForm(form_data(request), initial={"status": course.status})
+    if request.method == "POST" and form.is_valid():
+        try:
+            # Completing a course plans its follow-ups (SPEC §F1): the Step 3 service does both.
+            services.course_set_status_with_plan(
+                course=course, acting_user=request.user, **form.cleaned_data
+            )
+        except ValidationError as error:
+            apply_errors(form, error)
+        else:
+            messages.success(request, "Course status changed.")
+            return redirect("patients:chart", patient_id=course.patient_id)
+    return render(request, "protocols/course_status.html", {"form": form, "course": course})

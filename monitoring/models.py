@@ -17,6 +17,7 @@ from clinic.models import (
     RecordLocked,
     Site,
     TrackedQuerySet,
+    without_unset_additions,
 )
 from patients.models import Patient
 from protocols.models import TreatmentCourse
@@ -132,11 +133,14 @@ class TreatmentSession(LockableModel):
     def signed_content(self) -> dict:
         """The discharge signs the whole session: its fields and every child row."""
         excluded = {"id", "status", "locked_at", "discharged_at", "created_at"}
-        content = {
-            f.attname: getattr(self, f.attname)
-            for f in self._meta.concrete_fields
-            if f.attname not in excluded
-        }
+        content = without_unset_additions(
+            self._meta.db_table,
+            {
+                f.attname: getattr(self, f.attname)
+                for f in self._meta.concrete_fields
+                if f.attname not in excluded
+            },
+        )
         content["doses"] = [d.content() for d in self.doses.order_by("id")]
         content["vitals"] = [v.content() for v in self.vitals.order_by("id")]
         content["alerts"] = [a.content() for a in self.alerts.order_by("id")]
@@ -177,11 +181,14 @@ class SessionChild(models.Model):
         raise RecordLocked("Clinical records are never deleted.")
 
     def content(self) -> dict:
-        return {
-            f.attname: getattr(self, f.attname)
-            for f in self._meta.concrete_fields
-            if f.attname not in {"session_id"}
-        }
+        return without_unset_additions(
+            self._meta.db_table,
+            {
+                f.attname: getattr(self, f.attname)
+                for f in self._meta.concrete_fields
+                if f.attname not in {"session_id"}
+            },
+        )
 
 
 class DrugLot(NeverDeleted):

@@ -10,7 +10,13 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from clinic.models import LockableModel, NeverDeleted, RecordLocked, TrackedQuerySet
+from clinic.models import (
+    LockableModel,
+    NeverDeleted,
+    RecordLocked,
+    TrackedQuerySet,
+    without_unset_additions,
+)
 from patients.models import Patient
 from protocols.rules import ProtocolRules, parse_rules
 
@@ -285,9 +291,11 @@ class Assessment(LockableModel):
     def signed_content(self) -> dict:
         """Everything the psychiatrist signs: every clinical field, not workflow state."""
         excluded = {"id", "status", "locked_at", "signed_at", "created_at"}
-        content = {
-            f.attname: getattr(self, f.attname)
-            for f in self._meta.concrete_fields
-            if f.attname not in excluded
-        }
-        return content
+        return without_unset_additions(
+            self._meta.db_table,
+            {
+                f.attname: getattr(self, f.attname)
+                for f in self._meta.concrete_fields
+                if f.attname not in excluded
+            },
+        )

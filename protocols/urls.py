@@ -12,7 +12,6 @@ urlpatterns = [
     path("versions/<int:version_id>/publish/", views.version_publish, name="version_publish"),
     path("rules-schema.json", views.rules_schema, name="rules_schema"),
     path("patients/<int:patient_id>/courses/new/", views.course_new, name="course_new"),
-    path("courses/<int:course_id>/status/", views.course_status, name="course_status"),
     path("courses/<int:course_id>/assessments/new/", views.assessment_new, name="assessment_new"),
     path("assessments/<int:assessment_id>/", views.assessment_detail, name="assessment_detail"),
     path("assessments/<int:assessment_id>/edit/", views.assessment_edit, name="assessment_edit"),

@@ -12,14 +12,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from audit.services import access_log
 from clinic import signatures
 from clinic.forms import apply_errors, form_data
-from followups import services as followup_services
 from patients.permissions import get_writable_patient_for_user
 from protocols import services
 from protocols.forms import (
     AddendumForm,
     AssessmentForm,
     CourseForm,
-    CourseStatusForm,
     ProtocolVersionForm,
     SignAssessmentForm,
     version_rules_json,
@@ -149,26 +147,6 @@ def course_new(request: HttpRequest, patient_id: int) -> HttpResponse:
             messages.success(request, "Course opened. Next: the pre-treatment assessment.")
             return redirect("patients:chart", patient_id=patient.pk)
     return render(request, "protocols/course_form.html", {"form": form, "patient": patient})
-
-
-@require_http_methods(["GET", "POST"])
-def course_status(request: HttpRequest, course_id: int) -> HttpResponse:
-    course = get_course_for_user(
-        user=request.user, course_id=course_id, permission="protocols.change_treatmentcourse"
-    )
-    form = CourseStatusForm(form_data(request), initial={"status": course.status})
-    if request.method == "POST" and form.is_valid():
-        try:
-            # Completing a course plans its follow-ups (SPEC §F1): the Step 3 service does both.
-            followup_services.course_set_status_with_plan(
-                course=course, acting_user=request.user, **form.cleaned_data
-            )
-        except ValidationError as error:
-            apply_errors(form, error)
-        else:
-            messages.success(request, "Course status changed.")
-            return redirect("patients:chart", patient_id=course.patient_id)
-    return render(request, "protocols/course_status.html", {"form": form, "course": course})
 
 
 # --- Assessments --------------------------------------------------------------------------------

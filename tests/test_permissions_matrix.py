@@ -458,9 +458,9 @@ MATRIX: list[Row] = [
         invalid=True,
         data={"protocol": ""},
     ),
-    Row("protocols:course_status", "GET", only(*CAN_CHANGE_COURSE), obj="course"),
+    Row("followups:course_status", "GET", only(*CAN_CHANGE_COURSE), obj="course"),
     Row(
-        "protocols:course_status",
+        "followups:course_status",
         "POST",
         only(*CAN_CHANGE_COURSE),
         obj="course",
@@ -680,10 +680,11 @@ MATRIX: list[Row] = [
     # --- follow-ups (SPEC §F) ---------------------------------------------------------------------
     Row("followups:worklist", "GET", only(*CAN_VIEW_FOLLOWUPS)),
     Row("followups:complete", "GET", only(*CAN_COMPLETE_FOLLOWUPS), obj="followup"),
+    # Who may close it is decided before the form (followups.permissions): the nurse's call.
     Row(
         "followups:complete",
         "POST",
-        only(*CAN_COMPLETE_FOLLOWUPS),
+        only("nurse", "psychiatrist"),
         obj="followup",
         invalid=True,
         label="invalid",
@@ -736,7 +737,7 @@ MATRIX: list[Row] = [
     Row(
         "followups:missed",
         "POST",
-        only(*CAN_COMPLETE_FOLLOWUPS),
+        only("nurse", "psychiatrist"),
         obj="followup",
         invalid=True,
         label="invalid",

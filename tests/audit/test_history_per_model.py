@@ -78,6 +78,7 @@ from tests.followups.helpers import (
     ready_for_discharge,
     start_iv_session,
 )
+from tests.followups.test_plan import completion_course
 from tests.protocols.conftest import complete_draft, complete_fields, draft, submitted
 
 # Step 1 to 3 fixtures, reused: the records under test are built through the real services.
@@ -85,6 +86,7 @@ __all__ = [
     "approved_course",
     "checked_in",
     "complete_draft",
+    "completion_course",
     "consented",
     "course",
     "dosing",
@@ -611,19 +613,20 @@ def test_stopping_a_course_writes_one_history_row(course, psychiatrist):
 
 
 def test_completing_a_course_writes_one_row_for_it_and_one_per_planned_follow_up(
-    esketamine_course, psychiatrist
+    completion_course, psychiatrist
 ):
     before = set(FollowUp.objects.values_list("pk", flat=True))
     recorder = Recorder()
 
-    protocol_services.course_set_status(
-        course=esketamine_course, acting_user=psychiatrist, status="completed", reason=""
+    # Completing a course plans its completion follow-ups: the Step 3 service does both.
+    followup_services.course_set_status_with_plan(
+        course=completion_course, acting_user=psychiatrist, status="completed", reason=""
     )
 
     planned = list(FollowUp.objects.exclude(pk__in=before))
-    assert planned, "the esketamine protocol plans an end-of-induction review on completion"
+    assert planned, "this version plans an end-of-induction review on completion"
     expect_history(
-        recorder, {TreatmentCourse: [esketamine_course], FollowUp: planned}, by=psychiatrist
+        recorder, {TreatmentCourse: [completion_course], FollowUp: planned}, by=psychiatrist
     )
 
 
@@ -777,7 +780,11 @@ def test_checking_a_patient_in_writes_one_history_row(scheduled, nurse):
     expect_history(recorder, {TreatmentSession: [scheduled]}, by=nurse)
 
 
-def test_the_predose_decision_writes_one_history_row(checked_in, psychiatrist):
+def test_the_predose_decision_writes_one_history_row(checked_in, nurse, psychiatrist):
+    # SPEC §M5: the decision is taken on a raised pre-dose reading.
+    monitoring_services.vitals_record(
+        session=checked_in, acting_user=nurse, sbp=150, dbp=92, hr=80, rr=14, spo2=98
+    )
     recorder = Recorder()
 
     monitoring_services.predose_decide(
@@ -847,11 +854,22 @@ def test_completing_the_dose_writes_one_row_for_the_dose_and_one_for_the_session
 ):
     time_machine.move_to(timezone.now() + timedelta(minutes=40), tick=False)
     dose = dosing.doses.get()
+    before = {c.pk: c.voided_at for c in dosing.checks.all()}
     recorder = Recorder()
 
     monitoring_services.dose_complete(session=dosing, acting_user=nurse, ended_at=timezone.now())
 
-    expect_history(recorder, {DoseAdministration: [dose], TreatmentSession: [dosing]}, by=nurse)
+    # SPEC §M6: the schedule is re-planned from the actual end: each check it adds or withdraws
+    # is one more row.
+    replanned = [
+        c
+        for c in dosing.checks.all()
+        if c.pk not in before or (c.voided_at is not None and before[c.pk] is None)
+    ]
+    changed = {DoseAdministration: [dose], TreatmentSession: [dosing]}
+    if replanned:
+        changed[RequiredCheck] = replanned
+    expect_history(recorder, changed, by=nurse)
 
 
 # --- Vital readings: never edited (SPEC §M8); "void" is marking one entered in error -----------
@@ -977,6 +995,7 @@ def test_discharging_writes_one_row_per_record_it_changes_all_by_the_signer(
     )
     session = ready_for_discharge(session, nurse=nurse, time_machine=time_machine)
     satisfied = _satisfied(session)
+    open_before = set(session.checks.required().values_list("pk", flat=True))
     recorder = Recorder()
 
     monitoring_services.session_discharge(
@@ -985,6 +1004,8 @@ def test_discharging_writes_one_row_per_record_it_changes_all_by_the_signer(
 
     session = fresh(session)
     met = list(session.checks.filter(pk__in=_satisfied(session) - satisfied))
+    # Recovery checks not yet due when the patient leaves are withdrawn (SPEC §M6).
+    withdrawn = list(session.checks.filter(pk__in=open_before, voided_at__isnull=False))
     planned = list(FollowUp.objects.filter(session=session))
     assert planned
     changed = {
@@ -992,8 +1013,8 @@ def test_discharging_writes_one_row_per_record_it_changes_all_by_the_signer(
         Discharge: [session.discharge],
         FollowUp: planned,
     }
-    if met:  # before-discharge checks are met at discharge
-        changed[RequiredCheck] = met
+    if met or withdrawn:  # before-discharge checks are met at discharge
+        changed[RequiredCheck] = met + withdrawn
     expect_history(recorder, changed, by=anesthesiologist)
     (signature,) = recorder.events(source="clinic.signature")
     assert (signature.object_type, signature.object_id) == (

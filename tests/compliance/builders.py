@@ -255,7 +255,7 @@ def rems_form(
     session: TreatmentSession, *, completed_at: datetime | None, administrator: User
 ) -> FollowUp:
     """The REMS monitoring form duty of an esketamine session, from its version's rule."""
-    (rule,) = [r for r in session.course.protocol_version.parsed.followups if r.per_session]
+    (rule,) = [r for r in session.course.protocol_version.parsed.followups if r.code == "rems_form"]
     start = session.discharged_at + timedelta(hours=rule.offset_hours)
     return followup(
         site=session.site,

@@ -196,7 +196,8 @@ def _run_p1_through_the_services(
         patient=patient,
         course=course,
         s1=session,
-        checks=list(session.checks.values_list("pk", flat=True)),
+        # The checks still required (a recovery check not due by the discharge is withdrawn).
+        checks=list(session.checks.required().values_list("pk", flat=True)),
         call=call,
         day7=FollowUp.objects.get(session=session, code="day7_review"),
         incident=Incident.objects.get(lot=small),

@@ -232,9 +232,7 @@ def test_a_predose_critical_spo2_shows_the_alert_and_blocks_the_gate(
     alert = Alert.objects.get(session=session, level=Alert.Level.CRITICAL)
     assert (alert.message, alert.reading.is_predose) == (critical.message, True)
 
-    # The start gate is outside the part htmx refreshes: it is read after a reload here (the
-    # refresh without one is pinned by the xfail test at the end).
-    page.reload()
+    # The start gate refreshes with the readings, without a reload.
     gate_alerts = condition(page, "critical-alerts")
     expect(gate_alerts).to_have_attribute("data-met", "no")
     expect(gate_alerts).to_contain_text("No unacknowledged critical alert — not met")
@@ -305,14 +303,9 @@ def test_a_predose_critical_spo2_shows_the_alert_and_blocks_the_gate(
     assert clinic.fresh(session).status == TreatmentSession.Status.DOSING
 
 
-# --- Defects, each on its own ---------------------------------------------------------------------
+# --- The gate refreshes with the live part of the page ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The start gate is rendered outside #session-live: a vitals save by htmx refreshes the "
-    "alerts but leaves the gate as it was before the reading, until the page is reloaded.",
-)
 def test_the_start_gate_shows_a_new_predose_critical_alert_without_a_reload(
     page: Page, live_server, clinic, nurse
 ):

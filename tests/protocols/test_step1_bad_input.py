@@ -606,7 +606,7 @@ def test_any_value_in_the_course_form_never_breaks_it(
 )
 def test_the_course_status_form_refuses_bad_values(psychiatrist_client, course, data, field):
     before = (TreatmentCourse.objects.filter(pk=course.pk).values().get(), course.history.count())
-    response = psychiatrist_client.post(reverse("protocols:course_status", args=[course.pk]), data)
+    response = psychiatrist_client.post(reverse("followups:course_status", args=[course.pk]), data)
     assert_field_error(response, field)
     after = (TreatmentCourse.objects.filter(pk=course.pk).values().get(), course.history.count())
     assert after == before

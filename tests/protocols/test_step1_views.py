@@ -70,7 +70,9 @@ POST_ONLY = ("assessment_new", "assessment_submit", "version_publish")
 def _url(request, name: str) -> str:
     fixture, kwarg = TARGETS[name]
     obj = request.getfixturevalue(fixture)
-    return reverse(f"protocols:{name}", kwargs={kwarg: obj.pk})
+    # The course status page lives with Step 3: completing a course plans its follow-ups.
+    namespace = "followups" if name == "course_status" else "protocols"
+    return reverse(f"{namespace}:{name}", kwargs={kwarg: obj.pk})
 
 
 def _world() -> dict:
@@ -372,7 +374,7 @@ def test_a_nurse_opens_a_course_pinned_to_the_current_version(
 
 def test_a_psychiatrist_stops_a_course_with_a_reason(client, psychiatrist, course):
     client.force_login(psychiatrist)
-    url = reverse("protocols:course_status", args=[course.pk])
+    url = reverse("followups:course_status", args=[course.pk])
     assert client.get(url).status_code == 200
     response = client.post(url, {"status": "stopped", "reason": "Patient declined treatment"})
     assert response.status_code == 302

@@ -306,8 +306,8 @@ class DischargeForm(forms.Form):
         required=False,
         max_length=2000,
         label="Reason the criteria differ from the recorded readings",
-        help_text="Only when an entered score differs from the latest recorded SpO2, MOAA/S or "
-        "blood pressure (SPEC §M9).",
+        help_text="Only when an entered score differs from the latest charted SpO2, MOAA/S or "
+        "blood pressure: the discharge keeps both and your reason.",
         widget=forms.Textarea(attrs={"rows": 2}),
         validators=[reject_control_characters],
     )

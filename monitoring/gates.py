@@ -245,8 +245,8 @@ def start_gate(session: TreatmentSession, *, at: datetime | None = None) -> list
             "critical-alerts",
             "No unacknowledged critical alert",
             not open_critical,
-            "; ".join(a.message for a in open_critical)
-            + (" — the anesthesiologist or psychiatrist acknowledges it." if open_critical else ""),
+            " ".join(a.message for a in open_critical)
+            + (" The anesthesiologist or psychiatrist acknowledges it." if open_critical else ""),
             session_url + "#alerts",
         )
     )

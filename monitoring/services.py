@@ -296,6 +296,40 @@ def lot_receive(
     return lot
 
 
+AMOUNT_NOT_A_NUMBER = "Enter a number (e.g. 12.5)."
+AMOUNT_TOO_PRECISE = "Enter at most two decimals."
+
+
+def clean_amount(value: Any) -> Decimal | None:
+    """An amount (mg, mL) given to a service, as the form would take it (SPEC §N5, §M12):
+    Decimal end to end — never a float's approximation, never rounded. Raises the message."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(AMOUNT_NOT_A_NUMBER)
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as error:
+        raise ValueError(AMOUNT_NOT_A_NUMBER) from error
+    if not amount.is_finite():
+        raise ValueError(AMOUNT_NOT_A_NUMBER)
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ValueError(AMOUNT_TOO_PRECISE)
+    return amount
+
+
+def _clean_amounts(**amounts: Any) -> dict[str, Decimal | None]:
+    cleaned, errors = {}, {}
+    for name, value in amounts.items():
+        try:
+            cleaned[name] = clean_amount(value)
+        except ValueError as error:
+            errors[name] = str(error)
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
 def _quantize(value: Decimal, places: str) -> Decimal:
     return value.quantize(Decimal(places), rounding=ROUND_HALF_UP)
 
@@ -312,6 +346,16 @@ def dose_record(
     override_reason: str = "",
 ) -> DoseAdministration:
     """Record the dose (SPEC §M2) once the start gate is open; dosing starts the schedule."""
+    amounts = _clean_amounts(dose_mg=dose_mg, volume_ml=volume_ml)
+    dose_mg, volume_ml = amounts["dose_mg"], amounts["volume_ml"]
+    if dose_mg is None or volume_ml is None:
+        raise ValidationError(
+            {
+                name: "Enter the dose in mg." if name == "dose_mg" else "Enter the volume in mL."
+                for name, value in amounts.items()
+                if value is None
+            }
+        )
     with transaction.atomic():
         session = _locked_session(session)
         rules = session.rules
@@ -489,6 +533,7 @@ def waste_record(
     session: TreatmentSession | None = None,
 ) -> ControlledSubstanceEntry:
     """Waste needs a different person as witness, who re-enters their password (§M12)."""
+    amount_mg = _clean_amounts(amount_mg=amount_mg)["amount_mg"]
     if witness.pk == acting_user.pk:
         raise ValidationError({"witness": WITNESS_SAME_PERSON})
     if not witness.is_active or not witness.check_password(witness_password or ""):

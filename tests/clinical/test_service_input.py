@@ -146,6 +146,44 @@ def test_m12_the_smallest_waste_of_0_01_mg_is_accepted(clinic, client, psychiatr
     assert entry.balance_mg == Decimal("4999.99")
 
 
+@pytest.mark.parametrize(
+    ("amount", "stored"),
+    [(0.01, Decimal("0.01")), ("0.01", Decimal("0.01")), (Decimal("12.50"), Decimal("12.5"))],
+    ids=["float", "text", "decimal"],
+)
+def test_m12_n5_amounts_are_decimal_end_to_end(clinic, psychiatrist, password, amount, stored):
+    """SPEC §N5/§M12: a float 0.01 is 0.01 mg, not 0.01000000000000000020816681711721685."""
+    entry = services.waste_record(
+        lot=clinic.lot("ketamine"),
+        acting_user=clinic.nurse,
+        amount_mg=amount,
+        reason="Residue",
+        witness=psychiatrist,
+        witness_password=password,
+    )
+    entry.refresh_from_db()
+    assert entry.amount_mg == stored
+
+
+@pytest.mark.parametrize("amount", ["0.005", "abc", "NaN", True, "-0.01", 0])
+def test_m12_n5_an_amount_that_is_not_a_positive_two_decimal_number_is_a_field_error(
+    clinic, psychiatrist, password, amount
+):
+    lot = clinic.lot("ketamine")
+    before = ControlledSubstanceEntry.objects.count()
+    with pytest.raises(ValidationError) as refused:
+        services.waste_record(
+            lot=lot,
+            acting_user=clinic.nurse,
+            amount_mg=amount,
+            reason="Residue",
+            witness=psychiatrist,
+            witness_password=password,
+        )
+    assert "amount_mg" in refused.value.message_dict
+    assert ControlledSubstanceEntry.objects.count() == before
+
+
 def test_m12_the_waste_form_accepts_0_01_mg(clinic, psychiatrist, password):
     from monitoring.forms import WasteForm
 
@@ -155,7 +193,6 @@ def test_m12_the_waste_form_accepts_0_01_mg(clinic, psychiatrist, password):
     assert field.clean("0.01") == Decimal("0.01")
     with pytest.raises(ValidationError):
         field.clean("0.00")
-    assert ControlledSubstanceEntry.objects.count() == 0
 
 
 # --- §A4: esketamine under 18 -------------------------------------------------------------------

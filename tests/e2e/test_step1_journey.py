@@ -127,7 +127,9 @@ def test_nurse_fills_the_assessment_and_the_psychiatrist_signs_it(
 
     expect(page.get_by_role("status").filter(has_text="Course opened.")).to_be_visible()
     course_row = page.get_by_test_id("course")
-    expect(course_row).to_contain_text(f"{protocol.name} v1")
+    expect(course_row).to_contain_text(
+        f"{protocol.name} v{protocol.versions.published().latest('version').version}"
+    )
     expect(course_row).to_contain_text("Treatment-resistant depression")
     expect(course_row).to_contain_text("Priya Shah")
     expect(course_row).to_contain_text("Assessment pending")

@@ -259,6 +259,29 @@ def _occurrences(check: ScheduledCheck, anchors: dict, horizon: datetime) -> lis
     return occurrences
 
 
+def met_at(check, readings, cadss, *, after=None) -> datetime | None:
+    """When a valid reading (or CADSS) inside the check's window first met it, if one did.
+
+    `check` is a RequiredCheck or a PlannedCheck (due_at, windows, measures, before_dose). A
+    "before dose" check is met only by readings measured before the dose started; a repeat
+    check only by a reading measured after `after`, the one that asked for it (SPEC §M5, §M6).
+    """
+    low = check.due_at - timedelta(minutes=check.window_before_minutes)
+    high = check.due_at + timedelta(minutes=check.window_minutes)
+    if list(check.measures) == ["cadss"]:
+        times = [o.observed_at for o in cadss if low <= o.observed_at <= high]
+    else:
+        times = [
+            r.measured_at
+            for r in readings
+            if low <= r.measured_at <= high
+            and all(getattr(r, m) is not None for m in check.measures)
+            and (not check.before_dose or r.is_predose)
+            and (after is None or (r.pk != after.pk and r.measured_at > after.measured_at))
+        ]
+    return min(times) if times else None
+
+
 def minutes_between(start: datetime, end: datetime) -> int:
     """Whole minutes elapsed; aware datetimes subtract in UTC, so DST changes do not count."""
     return int((end.astimezone(UTC) - start.astimezone(UTC)).total_seconds() // 60)

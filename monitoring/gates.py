@@ -18,6 +18,8 @@ from monitoring.evaluation import (
     baseline_values,
     evaluate_reading,
     is_complete_set,
+    met_at,
+    plan_checks,
 )
 from monitoring.models import Alert, RequiredCheck, TreatmentSession, VitalReading
 from patients.models import ConsentKind
@@ -341,6 +343,27 @@ def check_is_satisfiable_now(check: RequiredCheck, session: TreatmentSession, at
     return readings.exists()
 
 
+def _unplanned_missing(session: TreatmentSession, at: datetime) -> list[str]:
+    """Recovery checks run until discharge (SPEC §M6): those fallen due by `at` that no write
+    has materialized yet, and that no valid reading meets, are missing too."""
+    if session.dose_started_at is None or session.dose_ended_at is None:
+        return []
+    plan = plan_checks(
+        session.rules,
+        dose_started_at=session.dose_started_at,
+        dose_ended_at=session.dose_ended_at,
+        until=at,
+    )
+    existing = {(c.code, c.due_at) for c in session.checks.all()}
+    due = [p for p in plan if p.due_at is not None and p.due_at <= at]
+    due = [p for p in due if (p.code, p.due_at) not in existing]
+    if not due:
+        return []
+    readings = list(session.vitals.filter(entered_in_error_at__isnull=True))
+    cadss = list(session.observations.filter(kind="cadss", cadss_total__isnull=False))
+    return [p.label for p in due if met_at(p, readings, cadss) is None]
+
+
 def close_gate(session: TreatmentSession, *, at: datetime | None = None) -> list[Condition]:
     """SPEC §G4, before the discharge criteria themselves (scored on the discharge form)."""
     at = at or timezone.now()
@@ -381,6 +404,7 @@ def close_gate(session: TreatmentSession, *, at: datetime | None = None) -> list
         if check.due_at is None and check_is_satisfiable_now(check, session, at):
             continue
         missing.append(check.label)
+    missing += _unplanned_missing(session, at)
     conditions.append(
         Condition(
             "checks",

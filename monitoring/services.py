@@ -20,7 +20,7 @@ from clinic.notifications import notify
 from clinic.services import attribute
 from followups import services as followup_services
 from monitoring import gates
-from monitoring.evaluation import evaluate_reading, plan_checks, plausibility_problems
+from monitoring.evaluation import evaluate_reading, met_at, plan_checks, plausibility_problems
 from monitoring.models import (
     Alert,
     ControlledSubstanceEntry,
@@ -767,26 +767,7 @@ def _evidence(session: TreatmentSession) -> tuple[list[VitalReading], list[Obser
 
 
 def _met_at(check: RequiredCheck, readings, cadss) -> datetime | None:
-    """When a valid reading (or CADSS) inside the check's window first met it, if one did.
-
-    A "before dose" check is met only by readings measured before the dose started; a repeat
-    check only by a reading measured after the one that asked for it (SPEC §M5, §M6).
-    """
-    low = check.due_at - timedelta(minutes=check.window_before_minutes)
-    high = check.due_at + timedelta(minutes=check.window_minutes)
-    if check.measures == ["cadss"]:
-        times = [o.observed_at for o in cadss if low <= o.observed_at <= high]
-    else:
-        after = check.after_reading
-        times = [
-            r.measured_at
-            for r in readings
-            if low <= r.measured_at <= high
-            and all(getattr(r, m) is not None for m in check.measures)
-            and (not check.before_dose or r.is_predose)
-            and (after is None or (r.pk != after.pk and r.measured_at > after.measured_at))
-        ]
-    return min(times) if times else None
+    return met_at(check, readings, cadss, after=check.after_reading)
 
 
 def _satisfy_checks(session: TreatmentSession, acting_user: User) -> None:

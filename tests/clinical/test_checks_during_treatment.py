@@ -379,3 +379,24 @@ def test_n4_check_due_times_are_elapsed_minutes_across_dst(db, zone, start_utc):
     assert [(c.due_at - start_utc).total_seconds() / 60 for c in during] == [10, 20, 30, 40]
     recovery = [c for c in planned if c.code.startswith("recovery")]
     assert (recovery[-1].due_at - start_utc) == timedelta(minutes=100)
+
+
+def test_m6_the_close_gate_counts_recovery_checks_fallen_due_without_any_write(clinic):
+    """SPEC §M6/§G4: a recovery check falls due after the minimum observation even when nothing
+    has been charted since; the before-discharge checklist names it without a page write."""
+    from monitoring import gates
+
+    session = dosing_session(clinic)
+    start = session.dose_started_at
+    with time_machine.travel(start + minutes(40), tick=False):
+        services.dose_complete(
+            session=session, acting_user=clinic.nurse, ended_at=start + minutes(40)
+        )
+    session = clinic.fresh(session)
+    assert not session.checks.filter(code="recovery-6").exists()
+    at_edge = gates.close_gate(session, at=start + minutes(130) - timedelta(seconds=1))
+    after = gates.close_gate(session, at=start + minutes(130))
+    checks_before = next(c for c in at_edge if c.code == "checks")
+    checks_after = next(c for c in after if c.code == "checks")
+    assert "Vitals after infusion (6)" not in checks_before.detail
+    assert "Vitals after infusion (6)" in checks_after.detail

@@ -37,9 +37,10 @@ FEW_SESSIONS, MANY_SESSIONS = 1, 15
 # row, lock the chain head, read the row back as stored, insert the link, move the head.
 ACCESS_LOG_WRITE = 5
 # Checked in: the start gate also reads the open critical alerts (pre-dose alerts, SPEC §G3).
-LIVE_PARTIAL_MAX = {"checked-in": 22, "dosing": 15, "monitoring": 18, "discharged": 22}
+# Monitoring: the close gate also plans the recovery checks fallen due since the last write.
+LIVE_PARTIAL_MAX = {"checked-in": 22, "dosing": 15, "monitoring": 19, "discharged": 22}
 SESSION_PAGE_MAX = {phase: n + ACCESS_LOG_WRITE for phase, n in LIVE_PARTIAL_MAX.items()}
-REPORT_MAX = {"monitoring": 19 + ACCESS_LOG_WRITE, "discharged": 23 + ACCESS_LOG_WRITE}
+REPORT_MAX = {"monitoring": 20 + ACCESS_LOG_WRITE, "discharged": 23 + ACCESS_LOG_WRITE}
 FLOOR_MAX = 10
 
 NORMAL = {"sbp": 128, "dbp": 82, "hr": 74, "rr": 14, "spo2": 98, "moaas": 5}

@@ -9,7 +9,7 @@ on"), the Spravato label / REMS ("assess blood pressure prior to dosing").
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -297,3 +297,37 @@ def test_g3_the_latest_cssrs_is_the_one_most_recently_answered_not_created(clini
         assert screen[0] == start + timedelta(hours=3)
         session = clinic.checked_in(course)
         assert not clinic.conditions(session)["suicide-risk"].met
+
+
+DST_CHANGES = [
+    pytest.param(datetime(2026, 3, 29, 1, 0, tzinfo=UTC), id="london-spring"),
+    pytest.param(datetime(2026, 10, 25, 1, 0, tzinfo=UTC), id="london-autumn"),
+    pytest.param(datetime(2026, 3, 8, 7, 0, tzinfo=UTC), id="new-york-spring"),
+    pytest.param(datetime(2026, 11, 1, 6, 0, tzinfo=UTC), id="new-york-autumn"),
+]
+
+
+@pytest.mark.parametrize("change", DST_CHANGES)
+def test_g3_n4_the_30_minutes_are_real_minutes_across_a_clock_change(clinic, change):
+    """SPEC §G3/§N4: pre-dose vitals taken 10 minutes before the clocks change are 30 real
+    minutes old 20 minutes after it — the wall clock moving an hour changes nothing."""
+    with time_machine.travel(change - timedelta(minutes=10), tick=False):
+        session = clinic.checked_in(clinic.course())
+        reading = clinic.vitals(session, **NORMAL)
+    at = reading.measured_at + timedelta(minutes=30)
+    assert clinic.conditions(session, at=at)["predose-vitals"].met
+    assert not clinic.conditions(session, at=at + timedelta(seconds=1))["predose-vitals"].met
+
+
+@pytest.mark.parametrize("change", DST_CHANGES)
+def test_m5_n4_two_raised_readings_10_real_minutes_apart_across_a_clock_change(clinic, change):
+    """SPEC §M5/§N4: the persistence window counts real minutes across a clock change."""
+    with time_machine.travel(change - timedelta(minutes=30), tick=False):
+        session = clinic.checked_in(clinic.course())
+        clinic.vitals(session, **NORMAL)
+        session = clinic.dose(session)
+    with time_machine.travel(change - timedelta(minutes=5), tick=False):
+        clinic.vitals(session, **{**NORMAL, "sbp": 185})
+    with time_machine.travel(change + timedelta(minutes=5), tick=False):
+        second = clinic.vitals(session, **{**NORMAL, "sbp": 186})
+    assert second.alerts.filter(level=Alert.Level.CRITICAL, field="sbp").exists()

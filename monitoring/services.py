@@ -980,6 +980,48 @@ def observation_record(
 # --- Discharge ------------------------------------------------------------------------------
 
 
+DISCHARGE_SCORES = {
+    "aldrete_activity": 2,
+    "aldrete_respiration": 2,
+    "aldrete_circulation": 2,
+    "aldrete_consciousness": 2,
+    "aldrete_spo2": 2,
+    "moaas": 5,
+}
+DISCHARGE_FLAGS = ("escort_present", "no_driving_instruction_given")
+SCORE_REQUIRED = "Choose a score from 0 to {high}."
+
+
+def clean_discharge_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The discharge criteria given to the service, validated as the form does (SPEC §N5):
+    each score a whole number in its range, each confirmation a yes or no."""
+    cleaned, errors = dict(values), {}
+    for name, high in DISCHARGE_SCORES.items():
+        value = values.get(name)
+        try:
+            number = None if isinstance(value, bool) else Decimal(str(value).strip())
+        except (InvalidOperation, ValueError):
+            number = None
+        if (
+            number is None
+            or not number.is_finite()
+            or number != number.to_integral_value()
+            or not 0 <= number <= high
+        ):
+            errors[name] = SCORE_REQUIRED.format(high=high)
+        else:
+            cleaned[name] = int(number)
+    for name in DISCHARGE_FLAGS:
+        if not isinstance(values.get(name, False), bool):
+            errors[name] = "Answer yes or no."
+        cleaned[name] = bool(values.get(name, False))
+    for name in ("prescriber_decision", "notes"):
+        cleaned[name] = str(values.get(name) or "")
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
 def discharge_criteria_problems(session: TreatmentSession, values: dict) -> dict[str, str]:
     """The discharge criteria of the session's protocol version (SPEC §M9)."""
     rule = session.rules.discharge
@@ -1122,6 +1164,7 @@ def session_discharge(
     """The close gate, the criteria, the signature ('discharged'), then the lock (§G4, §M9)."""
     if not may_sign_discharge(signer, session):
         raise PermissionDenied("You may not sign this discharge.")
+    values = clean_discharge_values(values)
     signatures.check_password_for_signing(signer=signer, password=password, record=session)
     with transaction.atomic():
         session = _locked_session(session)

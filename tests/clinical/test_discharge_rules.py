@@ -198,3 +198,37 @@ def test_m9_gp_and_administrator_never_sign_a_discharge(clinic, gp, administrato
     session, _ = ready_to_discharge(clinic)
     assert not may_sign_discharge(gp, session)
     assert not may_sign_discharge(administrator, session)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("aldrete_spo2", 3),
+        ("aldrete_spo2", -1),
+        ("aldrete_spo2", 1.5),
+        ("aldrete_spo2", "two"),
+        ("aldrete_spo2", None),
+        ("moaas", 6),
+        ("escort_present", "yes"),
+    ],
+)
+def test_n5_m9_bad_criteria_given_to_the_service_are_field_errors(clinic, field, value):
+    """SPEC §N5: the service judges the criteria as the form does; nothing is saved."""
+    session, at = ready_to_discharge(clinic)
+    with pytest.raises(ValidationError) as refused:
+        sign(clinic, session, at, **{field: value})
+    assert field in refused.value.message_dict
+    assert clinic.fresh(session).status == TreatmentSession.Status.MONITORING
+
+
+def test_n5_m9_a_missing_criterion_is_a_field_error(clinic):
+    session, at = ready_to_discharge(clinic)
+    values = {k: v for k, v in CRITERIA.items() if k != "moaas"}
+    with (
+        time_machine.travel(at + minutes(1), tick=False),
+        pytest.raises(ValidationError) as refused,
+    ):
+        services.session_discharge(
+            session=session, signer=clinic.anesthesiologist, password=clinic.password, **values
+        )
+    assert "moaas" in refused.value.message_dict

@@ -8,11 +8,8 @@ broker: they only write rows, and at most nudge the worker after commit, best ef
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -30,7 +27,7 @@ from followups.permissions import check_may_close, check_may_complete
 from protocols import instruments
 from protocols import services as protocol_services
 from protocols.models import TreatmentCourse
-from protocols.plausibility import plausibility_errors
+from protocols.plausibility import NOT_A_WHOLE_NUMBER, plausibility_errors, whole_number
 from protocols.rules import FollowUpRule, ProtocolRules
 
 logger = logging.getLogger(__name__)
@@ -321,31 +318,10 @@ def followup_mark_missed(*, followup: FollowUp, acting_user: User, reason: str) 
         return followup
 
 
-NOT_A_WHOLE_NUMBER = "Enter a whole number."
 UNKNOWN_CONTACT_METHOD = "Choose one of the contact methods."
 NO_BP_FOR_A_DUTY = "This duty records no blood pressure."
 BP_REQUIRED_IN_PERSON = "Record the blood pressure at an in-person physical check."
 BP_FIELDS = ("sbp", "dbp")
-
-
-def _whole_number(value: Any) -> int | None:
-    """`value` as an int when it is a whole number (as the form's IntegerField takes it), else
-    None. 120.0 is 120; 120.5, "120.5", True and "high" are not whole numbers."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        value = value.strip()
-        return int(value) if re.fullmatch(r"[+-]?\d+", value) else None
-    if isinstance(value, (float, Decimal)):
-        try:
-            number = Decimal(str(value))
-        except InvalidOperation:
-            return None
-        if number.is_finite() and number == number.to_integral_value():
-            return int(number)
-    return None
 
 
 def _value_errors(followup: FollowUp, fields: dict) -> dict[str, str]:
@@ -356,7 +332,7 @@ def _value_errors(followup: FollowUp, fields: dict) -> dict[str, str]:
         errors["contact_method"] = UNKNOWN_CONTACT_METHOD
     given = {name: fields.get(name) for name in BP_FIELDS if fields.get(name) is not None}
     for name, value in given.items():
-        number = _whole_number(value)
+        number = whole_number(value)
         if number is None:
             errors[name] = NOT_A_WHOLE_NUMBER
         else:

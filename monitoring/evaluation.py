@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from protocols.rules import AlertRule, ProtocolRules, ScheduledCheck
+from protocols.rules import VITAL_FIELDS, AlertRule, ProtocolRules, ScheduledCheck
 
 FAHRENHEIT_HINT = "Did you enter °F? Enter the temperature in °C."
 
@@ -113,9 +113,6 @@ class Baseline:
     spo2: int | None = None
     temperature_c: Decimal | None = None
     moaas: int | None = None
-
-
-VITAL_FIELDS = ("sbp", "dbp", "hr", "rr", "spo2", "temperature_c", "moaas")
 
 
 def baseline_values(predose_readings: Iterable) -> Baseline:

@@ -103,13 +103,6 @@ def raised_predose(
     return RaisedPredose(reading, all_messages)
 
 
-def predose_alerts(session: TreatmentSession, reading: VitalReading | None) -> list[str]:
-    if reading is None:
-        return []
-    rules = session.rules
-    return [a.message for a in evaluate_reading(rules=rules.predose_alerts, reading=reading)]
-
-
 def predose_decision_holds(session: TreatmentSession, raised: RaisedPredose | None) -> bool:
     """A *proceed* made on the very reading that is raised now (SPEC §M5)."""
     return (

@@ -35,8 +35,9 @@ from monitoring.models import (
 )
 from monitoring.permissions import may_sign_discharge
 from protocols.models import TreatmentCourse
+from protocols.plausibility import NOT_A_WHOLE_NUMBER, whole_number
+from protocols.rules import VITAL_FIELDS
 
-VITAL_FIELDS = ("sbp", "dbp", "hr", "rr", "spo2", "temperature_c", "moaas")
 SESSION_NOT_ACTIVE = "This session is not in progress."
 MEASURED_IN_FUTURE = "The measurement time cannot be in the future."
 MEASURED_BEFORE_CHECK_IN = "The measurement time cannot be before check-in."
@@ -297,11 +298,11 @@ def lot_receive(
 
 
 AMOUNT_NOT_A_NUMBER = "Enter a number (e.g. 12.5)."
-AMOUNT_TOO_PRECISE = "Enter at most two decimals."
+AMOUNT_TOO_PRECISE = "Enter at most {places} decimal(s)."
 
 
-def clean_amount(value: Any) -> Decimal | None:
-    """An amount (mg, mL) given to a service, as the form would take it (SPEC §N5, §M12):
+def clean_amount(value: Any, *, places: int = 2) -> Decimal | None:
+    """An amount (mg, mL, °C) given to a service, as the form would take it (SPEC §N5, §M12):
     Decimal end to end — never a float's approximation, never rounded. Raises the message."""
     if value is None or value == "":
         return None
@@ -313,8 +314,8 @@ def clean_amount(value: Any) -> Decimal | None:
         raise ValueError(AMOUNT_NOT_A_NUMBER) from error
     if not amount.is_finite():
         raise ValueError(AMOUNT_NOT_A_NUMBER)
-    if amount != amount.quantize(Decimal("0.01")):
-        raise ValueError(AMOUNT_TOO_PRECISE)
+    if amount != amount.quantize(Decimal(1).scaleb(-places)):
+        raise ValueError(AMOUNT_TOO_PRECISE.format(places=places))
     return amount
 
 
@@ -590,8 +591,6 @@ def vitals_record(
 
 
 INTEGER_FIELDS = ("sbp", "dbp", "hr", "rr", "spo2", "moaas")
-NOT_A_WHOLE_NUMBER = "Enter a whole number."
-NOT_A_NUMBER = "Enter a number."
 TEMPERATURE_PRECISION = "Enter the temperature with at most one decimal (e.g. 36.8)."
 
 
@@ -604,26 +603,19 @@ def clean_vital_values(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         value = values.get(field)
         if value is None or value == "":
             cleaned[field] = None
-            continue
-        if isinstance(value, bool):
-            errors[field] = NOT_A_NUMBER
-            continue
-        try:
-            number = Decimal(str(value).strip())
-        except (InvalidOperation, ValueError):
-            errors[field] = NOT_A_NUMBER
-            continue
-        if not number.is_finite():
-            errors[field] = NOT_A_NUMBER
         elif field in INTEGER_FIELDS:
-            if number != number.to_integral_value():
+            number = whole_number(value)
+            if number is None:
                 errors[field] = NOT_A_WHOLE_NUMBER
             else:
-                cleaned[field] = int(number)
-        elif number != number.quantize(Decimal("0.1")):
-            errors[field] = TEMPERATURE_PRECISION
+                cleaned[field] = number
         else:
-            cleaned[field] = number
+            try:
+                temperature = clean_amount(value, places=1)
+            except ValueError:
+                errors[field] = TEMPERATURE_PRECISION
+            else:
+                cleaned[field] = temperature
     return cleaned, errors
 
 
@@ -997,20 +989,11 @@ def clean_discharge_values(values: dict[str, Any]) -> dict[str, Any]:
     each score a whole number in its range, each confirmation a yes or no."""
     cleaned, errors = dict(values), {}
     for name, high in DISCHARGE_SCORES.items():
-        value = values.get(name)
-        try:
-            number = None if isinstance(value, bool) else Decimal(str(value).strip())
-        except (InvalidOperation, ValueError):
-            number = None
-        if (
-            number is None
-            or not number.is_finite()
-            or number != number.to_integral_value()
-            or not 0 <= number <= high
-        ):
+        number = whole_number(values.get(name))
+        if number is None or not 0 <= number <= high:
             errors[name] = SCORE_REQUIRED.format(high=high)
         else:
-            cleaned[name] = int(number)
+            cleaned[name] = number
     for name in DISCHARGE_FLAGS:
         if not isinstance(values.get(name, False), bool):
             errors[name] = "Answer yes or no."
